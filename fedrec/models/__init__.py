@@ -51,6 +51,14 @@ def build_model(name: str, *, n_users: int, n_items: int, **kwargs: Any) -> RecM
 
 
 __all__ = [
-    "DIN", "MF", "MODELS", "PAD", "Batch", "GRU4Rec", "NeuMF", "PFedRecModel", "RecModel",
+    "DIN",
+    "MF",
+    "MODELS",
+    "PAD",
+    "Batch",
+    "GRU4Rec",
+    "NeuMF",
+    "PFedRecModel",
+    "RecModel",
     "build_model",
 ]

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from itertools import pairwise
 
 import torch
 import torch.nn.functional as F
@@ -100,7 +101,7 @@ def score_in_chunks(
 def mlp(sizes: tuple[int, ...], activation: Callable[[], nn.Module]) -> nn.Sequential:
     """``Linear -> activation`` for each consecutive pair of ``sizes`` (empty if one size)."""
     layers: list[nn.Module] = []
-    for d_in, d_out in zip(sizes[:-1], sizes[1:]):
+    for d_in, d_out in pairwise(sizes):
         layers += [nn.Linear(d_in, d_out), activation()]
     return nn.Sequential(*layers)
 

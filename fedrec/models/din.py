@@ -34,9 +34,7 @@ from fedrec.models.common import (
 INIT_STD = 0.1
 
 
-def attention_first_layer(
-    layer: nn.Linear, h: torch.Tensor, t: torch.Tensor
-) -> torch.Tensor:
+def attention_first_layer(layer: nn.Linear, h: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
     """``layer([h, t, h - t, h * t])`` for every (target, history) pair, without the concat.
 
     With ``W = [W1 W2 W3 W4]`` split by input block, ``W [h; t; h-t; h*t] = (W1 + W3) h +

@@ -108,11 +108,16 @@ class GRU4Rec(RecModel):
     ) -> None:
         super().__init__()
         check_positive(
-            "GRU4Rec", n_items=n_items, embedding_dim=embedding_dim, hidden_dim=hidden_dim,
+            "GRU4Rec",
+            n_items=n_items,
+            embedding_dim=embedding_dim,
+            hidden_dim=hidden_dim,
             num_layers=num_layers,
         )
         if sparse not in SPARSE_MODES:
-            raise ConfigError(f"GRU4Rec: unknown sparse={sparse!r}; use one of {list(SPARSE_MODES)}")
+            raise ConfigError(
+                f"GRU4Rec: unknown sparse={sparse!r}; use one of {list(SPARSE_MODES)}"
+            )
         if threshold < 0 or lasso < 0:
             raise ConfigError(f"GRU4Rec: threshold={threshold} and lasso={lasso} must be >= 0")
         self.n_items, self.sparse, self.threshold, self.lasso = n_items, sparse, threshold, lasso

@@ -9,7 +9,8 @@ import torch
 
 from fedrec.errors import ConfigError
 from fedrec.models import MODELS, build_model
-from tests.models.cases import CANDIDATES, N_ITEMS, NAMES, batch, make
+
+from .cases import CANDIDATES, N_ITEMS, NAMES, batch, make
 
 PRIVATE = {
     "mf": {"user_emb.weight"},
