@@ -1,0 +1,1 @@
+"""Simulated devices: the on-device side of every protocol, hosted by Flower NumPyClients."""

@@ -1,0 +1,121 @@
+"""On-device logic shared by the embedding baselines (FedAvg, FedMF, FedNCF, PFedRec).
+
+The device rebuilds its model from the cloud's shared arrays and its own private arrays,
+trains locally (clients.trainer), and uploads the change of the shared parameters:
+* tables named in ``sparse_tables`` as the rows it touched (SparseRows deltas, FedMF-style),
+* every other shared parameter as a dense delta.
+Private parameters (``model.private_parameter_names()``) stay in the device's state.
+"""
+
+from __future__ import annotations
+
+from typing import ClassVar
+
+import numpy as np
+
+from clients.device import Arrays, DeviceLogic, DeviceReply, DeviceTask
+from clients.trainer import LocalTrainConfig, evaluate_local, train_local
+from fedrec.errors import ConfigError
+from fedrec.models import build_model
+from fedrec.models.base import RecModel
+from fedrec.models.params import get_arrays, set_arrays
+from fedrec.payload import SparseRows, add_sparse
+
+
+def model_kwargs(name: str, dim: int) -> dict:
+    """Constructor arguments of the pointwise models from the run's ``embedding-dim``."""
+    if name == "mf":
+        return {"dim": dim, "loss": "bce"}
+    if name == "ncf":
+        return {"gmf_dim": dim, "mlp_layers": (2 * dim, dim, max(dim // 2, 1))}
+    if name == "pfedrec":
+        return {"dim": dim}
+    raise ConfigError(f"model {name!r} is not a pointwise model for the leave-one-out "
+                      "baselines; use model=mf, ncf or pfedrec")
+
+
+def init_seed(seed: int, device_id: int) -> int:
+    """Seed of a device's private initialisation: a function of (run seed, device id)."""
+    return int(np.random.default_rng([seed, device_id, 11]).integers(2**31))
+
+
+class EmbeddingDevice(DeviceLogic):
+    """Local BCE training with negative sampling; uploads shared-parameter deltas."""
+
+    #: shared tables uploaded as touched rows (others travel dense)
+    sparse_tables: ClassVar[tuple[str, ...]] = ("item_emb.weight", "item_bias")
+    model_name: ClassVar[str] = "mf"
+
+    def __init__(self, cfg, fed) -> None:  # noqa: ANN001
+        super().__init__(cfg, fed)
+        t = cfg.train
+        self.train_cfg = LocalTrainConfig(t.local_epochs, t.lr, t.batch_size, t.num_negatives)
+        self.model = self.build(seed=0)
+        self.private = sorted(self.model.private_parameter_names())
+        self.shared = self.model.shared_parameter_names()
+
+    def build(self, seed: int) -> RecModel:
+        name = self.cfg.train.model or self.model_name
+        kwargs = model_kwargs(name, self.cfg.train.embedding_dim)
+        return build_model(name, n_users=1, n_items=self.fed.n_items, seed=seed, **kwargs)
+
+    def private_init(self, device_id: int) -> Arrays:
+        fresh = self.build(seed=init_seed(self.cfg.train.seed, device_id))
+        return get_arrays(fresh, self.private)
+
+    def load(self, task: DeviceTask) -> None:
+        """Shared arrays from the cloud, private ones from the device's state."""
+        set_arrays(self.model, {n: task.broadcast[n] for n in self.shared})
+        state = task.state or self.private_init(task.device_id)
+        set_arrays(self.model, {n: state[n] for n in self.private})
+
+    def lrs(self) -> dict[str, float] | None:
+        return None
+
+    def fit(self, task: DeviceTask) -> DeviceReply:
+        self.load(task)
+        data = self.fed.device(task.device_id)
+        before = {n: task.broadcast[n] for n in self.shared}
+        loss, touched, n_seen = train_local(self.model, data, self.train_cfg, task.rng, self.lrs())
+        after = get_arrays(self.model)
+        return DeviceReply(
+            device_id=task.device_id,
+            upload=self.encode_upload(before, after, touched),
+            state={n: after[n] for n in self.private},
+            metrics={"loss": loss},
+            num_examples=n_seen,
+            flops=self.train_flops(n_seen),
+            peak_mem_bytes=self.memory_bytes(n_seen),
+        )
+
+    def encode_upload(self, before: Arrays, after: Arrays, touched: np.ndarray) -> Arrays:
+        """Delta of each shared parameter: touched rows for sparse tables, dense otherwise."""
+        up: Arrays = {}
+        for n in self.shared:
+            delta = after[n] - before[n]
+            if n in self.sparse_tables:
+                rows = delta[touched]
+                add_sparse(up, n, SparseRows(touched, rows.reshape(len(touched), -1)))
+            else:
+                up[n] = delta
+        return up
+
+    def evaluate(self, task: DeviceTask) -> DeviceReply:
+        self.load(task)
+        data = self.fed.device(task.device_id)
+        return DeviceReply(device_id=task.device_id, metrics=evaluate_local(self.model, data))
+
+    def n_params(self) -> int:
+        return sum(p.numel() for p in self.model.parameters())
+
+    def train_flops(self, n_examples: int) -> float:
+        """Forward+backward FLOPs: 3 x 2 x (params touched per example) per example."""
+        per_example = sum(p.numel() for n, p in self.model.named_parameters()
+                          if n not in self.sparse_tables and n not in self.private)
+        dim = self.cfg.train.embedding_dim
+        return 3.0 * 2.0 * n_examples * (per_example + 2 * dim)
+
+    def memory_bytes(self, n_examples: int) -> float:
+        """Model (float32) + optimizer-free SGD grads + a batch of activations."""
+        return 4.0 * (2 * self.n_params() + self.cfg.train.batch_size * 8 * self.cfg.train.embedding_dim)
+

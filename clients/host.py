@@ -1,0 +1,115 @@
+"""``DeviceHost``: one Flower NumPyClient that simulates one device or a cohort of devices.
+
+The strategy sends a packed payload (fedrec.payload) naming the devices this client runs in
+this round; the host loads each device's private state, runs the protocol's DeviceLogic,
+charges each device its real costs (serialized bytes, FLOPs -> seconds on its hardware
+profile, energy) and returns the devices' uploads plus a per-device report. Which Flower
+client hosts which device does not change any number: a device's work depends only on
+(run seed, round, device id, its data, its state, what it was sent).
+"""
+
+from __future__ import annotations
+
+import json
+import traceback
+from typing import Any, Callable
+
+import numpy as np
+from flwr.client import NumPyClient
+
+from clients.device import EVALUATE, FIT, DeviceLogic, DeviceReply, DeviceTask, device_rng
+from clients.state import DeviceStateStore
+from fedrec import devices as dev
+from fedrec.payload import BROADCAST, nbytes, pack, scoped, split_scopes, unpack
+
+ProfileFn = Callable[[int], dev.DeviceProfile]
+
+
+class DeviceHost(NumPyClient):
+    """Runs the devices named in each message with the given DeviceLogic."""
+
+    def __init__(self, logic: DeviceLogic, profile_of: ProfileFn, seed: int,
+                 dropouts: bool = True) -> None:
+        self.logic = logic
+        self.profile_of = profile_of
+        self.seed = seed
+        self.dropouts = dropouts
+
+    def get_parameters(self, config: dict[str, Any]) -> list[np.ndarray]:
+        return []  # the strategy owns the global model; devices never seed it
+
+    def fit(self, parameters, config):  # noqa: ANN001 (Flower's signature)
+        replies = self._run(parameters, FIT)
+        upload: dict[str, np.ndarray] = {}
+        for r in replies:
+            upload.update(scoped(r.device_id, r.upload))
+        info = {str(r.device_id): reply_info(r) for r in replies}
+        return pack(upload, {"devices": info}), sum(r.num_examples for r in replies), {}
+
+    def evaluate(self, parameters, config):  # noqa: ANN001
+        replies = self._run(parameters, EVALUATE)
+        info = {str(r.device_id): reply_info(r) for r in replies}
+        n = sum(1 for r in replies if r.status == "ok")
+        return 0.0, n, {"devices": json.dumps(info)}
+
+    def _run(self, parameters: list[np.ndarray], kind: str) -> list[DeviceReply]:
+        arrays, meta = unpack(parameters)
+        scopes = split_scopes(arrays)
+        broadcast = scopes.pop(BROADCAST, {})
+        ids = [int(d) for d in meta["devices"]]
+        rnd = int(meta["round"])
+        store = DeviceStateStore(meta["state_dir"], int(meta["shard_size"]))
+        states = store.load(ids)
+        tasks, dropped = [], []
+        for d in ids:
+            if kind == FIT and self.dropouts and not dev.is_available(self.profile_of(d), self.seed, rnd, d):
+                dropped.append(DeviceReply(device_id=d, status="dropped"))
+                continue
+            tasks.append(DeviceTask(
+                device_id=d, rnd=rnd, kind=kind, broadcast=broadcast, own=scopes.get(str(d), {}),
+                state=states[d], config=meta.get("config", {}), rng=device_rng(self.seed, rnd, d, kind),
+            ))
+        replies = self._run_tasks(tasks)
+        down_bcast = nbytes(broadcast)
+        for task, r in zip(tasks, replies, strict=True):
+            r.costs = device_costs(r, self.profile_of(task.device_id),
+                                   down_bcast + nbytes(task.own), kind)
+        store.save({r.device_id: r.state for r in replies if r.status == "ok" and r.state is not None})
+        return sorted(replies + dropped, key=lambda r: r.device_id)
+
+    def _run_tasks(self, tasks: list[DeviceTask]) -> list[DeviceReply]:
+        """Vectorised path first; if it raises, isolate the failing devices one by one."""
+        try:
+            return self.logic.run_many(tasks)
+        except Exception:  # noqa: BLE001 - a device failure must not kill its cohort
+            return [self._run_one(t) for t in tasks]
+
+    def _run_one(self, task: DeviceTask) -> DeviceReply:
+        try:
+            return self.logic.run_many([task])[0]
+        except Exception as exc:  # noqa: BLE001
+            last = traceback.format_exception_only(exc)[-1].strip()
+            return DeviceReply(device_id=task.device_id, status="failed", error=last)
+
+
+def device_costs(r: DeviceReply, p: dev.DeviceProfile, bytes_down: int, kind: str) -> dict[str, float]:
+    """Real payload sizes and simulated time/energy of one device's round."""
+    if r.status != "ok":
+        return {}
+    up = nbytes(r.upload) if kind == FIT else 0
+    return {
+        "bytes_up": float(up),
+        "bytes_down": float(bytes_down),
+        "flops": float(r.flops),
+        "compute_s": dev.compute_time_s(r.flops, p),
+        "transfer_s": dev.transfer_time_s(up, bytes_down, p),
+        "energy_j": dev.energy_j(r.flops, up, bytes_down, p),
+        "peak_mem_bytes": float(r.peak_mem_bytes),
+        "mem_ok": float(r.peak_mem_bytes <= p.ram_bytes),
+    }
+
+
+def reply_info(r: DeviceReply) -> dict[str, Any]:
+    """The JSON-able part of a reply that goes back in the header/metrics."""
+    return {"status": r.status, "error": r.error, "n": r.num_examples,
+            "metrics": r.metrics, "costs": r.costs}

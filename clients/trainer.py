@@ -1,0 +1,113 @@
+"""Local training and evaluation of one device's model: pure functions of (model, data, rng).
+
+No Flower, no files. Used by every leave-one-out protocol's device logic.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from fedrec.federated import DeviceData
+from fedrec.metrics import rank_metrics, ranks_from_scores
+from fedrec.models.base import Batch, RecModel
+
+ZERO_USER = torch.zeros(1, dtype=torch.long)
+
+
+@dataclass(frozen=True)
+class LocalTrainConfig:
+    epochs: int
+    lr: float
+    batch_size: int
+    num_negatives: int
+
+
+def sample_train_negatives(positives: np.ndarray, n_items: int, k: int,
+                           rng: np.random.Generator) -> np.ndarray:
+    """k items per positive that the user never interacted with (in training). int64 [P*k]."""
+    need = len(positives) * k
+    seen = np.zeros(n_items, dtype=bool)
+    seen[positives] = True
+    if seen.all():
+        raise ValueError(f"device interacted with all {n_items} items: no negatives to sample")
+    out = np.empty(0, dtype=np.int64)
+    while len(out) < need:  # rejection sampling; expected draws ~ need / (1 - density)
+        draw = rng.integers(0, n_items, size=2 * (need - len(out)) + 8)
+        out = np.concatenate([out, draw[~seen[draw]]])
+    return out[:need]
+
+
+def local_examples(data: DeviceData, n_items: int, k: int,
+                   rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+    """Pointwise examples for one epoch: items int64 [P*(1+k)], labels float32 [P*(1+k)]."""
+    pos = np.unique(data.train_items)
+    neg = sample_train_negatives(pos, n_items, k, rng)
+    items = np.concatenate([pos, neg])
+    labels = np.concatenate([np.ones(len(pos), np.float32), np.zeros(len(neg), np.float32)])
+    order = rng.permutation(len(items))
+    return items[order], labels[order]
+
+
+def train_local(model: RecModel, data: DeviceData, cfg: LocalTrainConfig,
+                rng: np.random.Generator, lrs: dict[str, float] | None = None
+                ) -> tuple[float, np.ndarray, int]:
+    """SGD epochs of BCE on the device's examples.
+
+    lrs: optional per-parameter-name learning rate (default ``cfg.lr``).
+    Returns (mean loss of the last epoch, touched item ids [T] sorted, examples seen).
+    """
+    groups: dict[float, list[torch.nn.Parameter]] = {}
+    for name, p in model.named_parameters():
+        groups.setdefault((lrs or {}).get(name, cfg.lr), []).append(p)
+    opt = torch.optim.SGD([{"params": ps, "lr": lr} for lr, ps in groups.items()])
+    touched: list[np.ndarray] = []
+    seen, last_loss = 0, float("nan")
+    for _ in range(cfg.epochs):
+        items, labels = local_examples(data, model.n_items, cfg.num_negatives, rng)
+        touched.append(items)
+        losses = []
+        for lo in range(0, len(items), cfg.batch_size):
+            it = torch.from_numpy(items[lo:lo + cfg.batch_size])
+            batch = Batch(users=ZERO_USER.expand(len(it)), items=it,
+                          labels=torch.from_numpy(labels[lo:lo + cfg.batch_size]))
+            opt.zero_grad(set_to_none=True)
+            loss = model.loss(batch)
+            loss.backward()
+            opt.step()
+            losses.append(loss.item() * len(it))
+        seen += len(items)
+        last_loss = sum(losses) / len(items)
+    return last_loss, np.unique(np.concatenate(touched)), seen
+
+
+@torch.no_grad()
+def evaluate_local(model: RecModel, data: DeviceData, ks: tuple[int, ...] = (10, 20)
+                   ) -> dict[str, float]:
+    """HR/NDCG/MRR@k of the validation and test items of one device.
+
+    Sampled protocol: the target ranks among [target, negatives...]. Full protocol: among
+    all items, training items excluded (and, for the test item, the validation item).
+    Ties count against the target (fedrec.metrics.ranks_from_scores).
+    """
+    out: dict[str, float] = {}
+    users = Batch(users=ZERO_USER)
+    full = None if data.negatives is not None else model.score_all(users)[0].numpy()  # [I]
+    for split, target in (("valid", data.valid_item), ("test", data.test_item)):
+        if target < 0:
+            continue
+        if full is None:
+            cand = torch.from_numpy(np.concatenate([[target], data.negatives]))[None, :]
+            scores = model.score(users, cand).numpy()  # [1, 1+N]
+        else:
+            scores = full.copy()
+            scores[data.train_items] = -np.inf
+            if split == "test" and data.valid_item >= 0:
+                scores[data.valid_item] = -np.inf
+            scores = np.concatenate([[full[target]], np.delete(scores, target)])[None, :]
+        ranks = ranks_from_scores(scores, 0)
+        for name, vals in rank_metrics(ranks, ks).items():
+            out[f"{split}_{name.lower()}"] = float(vals[0])
+    return out

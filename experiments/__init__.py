@@ -1,0 +1,1 @@
+"""Flower apps, run-config presets, the runner, reports and benchmarks."""

@@ -1,0 +1,56 @@
+"""Everything the Server- and ClientApp need from a flat run-config, resolved once.
+
+``effective_config`` fills keys missing from ``context.run_config`` with the defaults in
+``pyproject.toml`` ([tool.flwr.app.config]); ``flwr run`` passes them all already, while
+``flwr.simulation.run_simulation`` passes none, so both paths see the same values.
+"""
+
+from __future__ import annotations
+
+import functools
+import tomllib
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any, Mapping
+
+from fedrec.config import RunConfig, parse_run_config
+from fedrec.devices import assign_profiles, parse_tier_mix
+from strategies.base import DeviceStrategy
+from strategies.registry import resolve_strategy
+
+PYPROJECT = Path(__file__).resolve().parents[1] / "pyproject.toml"
+
+
+@functools.lru_cache(maxsize=1)
+def pyproject_defaults() -> dict[str, Any]:
+    with PYPROJECT.open("rb") as fh:
+        return dict(tomllib.load(fh)["tool"]["flwr"]["app"]["config"])
+
+
+def effective_config(run_config: Mapping[str, Any], overrides: Mapping[str, Any] = {}) -> dict[str, Any]:
+    return {**pyproject_defaults(), **dict(run_config), **dict(overrides)}
+
+
+@functools.lru_cache(maxsize=8)
+def _parsed(items: tuple[tuple[str, Any], ...]) -> tuple[RunConfig, type[DeviceStrategy]]:
+    flat = dict(items)
+    cls = resolve_strategy(str(flat.get("strategy", "fedmf")))
+    return parse_run_config(flat, extra_keys=set(pyproject_defaults())), cls
+
+
+def resolve(flat: Mapping[str, Any]) -> tuple[RunConfig, type[DeviceStrategy]]:
+    """Parsed config + strategy class (cached per process, keyed by the flat config)."""
+    return _parsed(tuple(sorted(flat.items())))
+
+
+def run_dir_for(cfg: RunConfig) -> Path:
+    name = cfg.output.run_name or (
+        f"{cfg.strategy.replace(':', '.')}-{cfg.data.dataset}-"
+        f"{datetime.now(timezone.utc).strftime('%Y%m%dT%H%M%S')}"
+    )
+    return Path(cfg.output.output_dir).expanduser().resolve() / name
+
+
+@functools.lru_cache(maxsize=4)
+def device_profiles(n_devices: int, mix: str, seed: int) -> tuple:
+    return tuple(assign_profiles(n_devices, parse_tier_mix(mix), seed))

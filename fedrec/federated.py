@@ -1,0 +1,99 @@
+"""Per-device views of a split dataset: what each simulated device holds.
+
+``LeaveOneOutData`` serves the leave-one-out baselines (FedAvg/FedMF/FedNCF/PFedRec):
+device d == contiguous user d holds its training items in chronological order, one
+validation item, one test item and, for the sampled protocol, the evaluation negatives
+drawn once per user (seeded) and reused every round. A device sees only its own rows
+(``device(d)``); the cloud sees only sizes and the item count.
+"""
+
+from __future__ import annotations
+
+import functools
+from dataclasses import dataclass
+
+import numpy as np
+
+from fedrec.config import DataConfig
+from fedrec.data.schema import Dataset
+from fedrec.data.splits import Split, kcore, leave_one_out, train_matrix
+from fedrec.metrics import sample_negatives
+
+
+@dataclass(frozen=True)
+class DeviceData:
+    """One device's own data. Items are contiguous ids.
+
+    train_items: int64 [n] chronological (may repeat); valid_item / test_item: -1 if none;
+    negatives: int64 [N] evaluation negatives (sampled protocol) or None (full ranking).
+    """
+
+    device_id: int
+    train_items: np.ndarray
+    valid_item: int
+    test_item: int
+    negatives: np.ndarray | None
+
+
+class LeaveOneOutData:
+    """Leave-one-out split held as flat arrays; ``device(d)`` slices one user's rows."""
+
+    def __init__(self, split: Split, protocol: str, n_negatives: int, seed: int) -> None:
+        self.n_devices = split.n_users
+        self.n_items = split.n_items
+        self.protocol = protocol
+        users = split.train["user"].to_numpy()
+        self._train = split.train["item"].to_numpy().astype(np.int64)              # [N_train]
+        self._indptr = np.searchsorted(users, np.arange(self.n_devices + 1))       # [U+1]
+        self._valid = _per_user(split.valid, self.n_devices)                        # [U]
+        self._test = _per_user(split.test, self.n_devices)                          # [U]
+        #: training interactions per item [n_items] (public statistics for attacks/plots)
+        self.item_popularity = np.bincount(self._train, minlength=self.n_items)
+        self._negatives = None
+        if protocol == "sampled":
+            seen = train_matrix(split).tolil()
+            for part in (split.valid, split.test):
+                seen[part["user"].to_numpy(), part["item"].to_numpy()] = 1
+            self._negatives = sample_negatives(self.n_items, seen.tocsr(), n_negatives, seed)
+
+    def device(self, d: int) -> DeviceData:
+        lo, hi = self._indptr[d], self._indptr[d + 1]
+        negs = None if self._negatives is None else self._negatives[d]
+        return DeviceData(d, self._train[lo:hi], int(self._valid[d]), int(self._test[d]), negs)
+
+    def train_count(self, d: int) -> int:
+        return int(self._indptr[d + 1] - self._indptr[d])
+
+
+def _per_user(part, n_users: int) -> np.ndarray:  # noqa: ANN001 - a DataFrame
+    out = np.full(n_users, -1, dtype=np.int64)
+    out[part["user"].to_numpy()] = part["item"].to_numpy()
+    return out
+
+
+def load_for_run(cfg: DataConfig) -> Dataset:
+    """The dataset a run names: a preset, a path, or the synthetic generator."""
+    if cfg.dataset == "synthetic" or cfg.dataset.startswith("synthetic-"):
+        from fedrec.data.synthetic import generate, preset
+
+        size = cfg.dataset.removeprefix("synthetic-") if "-" in cfg.dataset else cfg.synthetic_size
+        return generate(preset(size, seed=cfg.seed))
+    from fedrec.data.registry import load_dataset
+
+    return load_dataset(cfg.dataset, data_root=cfg.data_root or None)
+
+
+def subset_users(df, max_devices: int):  # noqa: ANN001, ANN201 - DataFrame in, DataFrame out
+    """Keep the first ``max_devices`` users in sorted raw-id order (0 = all)."""
+    if max_devices <= 0:
+        return df
+    keep = np.sort(df["user"].unique())[:max_devices]
+    return df[df["user"].isin(keep)].reset_index(drop=True)
+
+
+@functools.lru_cache(maxsize=4)
+def prepare_loo(cfg: DataConfig) -> LeaveOneOutData:
+    """Load, filter, split and sample negatives once per process (cached by config)."""
+    df = subset_users(load_for_run(cfg).interactions, cfg.max_devices)
+    df = kcore(df, min_user=cfg.min_user_interactions, min_item=1)
+    return LeaveOneOutData(leave_one_out(df), cfg.eval_protocol, cfg.eval_negatives, cfg.seed)

@@ -1,0 +1,90 @@
+"""One codec for every message between the cloud and the devices.
+
+A payload is a flat mapping ``name -> np.ndarray`` plus a small JSON-able ``meta`` dict.
+It travels as a Flower ``NDArrays`` list whose first element is a uint8 header holding the
+names, so a message is self-describing and needs no side channel in the config dict.
+
+Names are namespaced by owner: ``"*/item_emb"`` is broadcast to every device hosted by a
+Flower client, ``"17/rows.idx"`` belongs to device 17. ``SparseRows`` (row indices + values)
+is the standard way to send a subset of an embedding table.
+
+Sizes are the real serialized sizes (``flwr``'s ``ndarray_to_bytes``, i.e. ``np.save``).
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+from flwr.common import ndarray_to_bytes
+
+BROADCAST = "*"
+HEADER_VERSION = 1
+
+
+@dataclass(frozen=True)
+class SparseRows:
+    """A subset of rows of a [n_rows, dim] table: indices int64 [K], values [K, dim]."""
+
+    indices: np.ndarray
+    values: np.ndarray
+
+    def __post_init__(self) -> None:
+        if self.indices.ndim != 1 or self.values.ndim != 2:
+            raise ValueError("SparseRows needs indices [K] and values [K, dim]")
+        if len(self.indices) != len(self.values):
+            raise ValueError(
+                f"SparseRows: {len(self.indices)} indices but {len(self.values)} value rows"
+            )
+
+
+def pack(arrays: dict[str, np.ndarray], meta: dict[str, Any] | None = None) -> list[np.ndarray]:
+    """Encode named arrays + meta as Flower NDArrays: [header(uint8), *arrays]."""
+    header = {"v": HEADER_VERSION, "names": list(arrays), "meta": meta or {}}
+    raw = np.frombuffer(json.dumps(header, separators=(",", ":")).encode(), dtype=np.uint8)
+    return [raw.copy(), *(np.ascontiguousarray(a) for a in arrays.values())]
+
+
+def unpack(ndarrays: list[np.ndarray]) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
+    """Inverse of ``pack``."""
+    if not ndarrays:
+        raise ValueError("empty payload: expected a header array first")
+    header = json.loads(ndarrays[0].tobytes().decode())
+    if header.get("v") != HEADER_VERSION:
+        raise ValueError(f"payload header version {header.get('v')}, expected {HEADER_VERSION}")
+    names = header["names"]
+    if len(names) != len(ndarrays) - 1:
+        raise ValueError(f"payload header names {len(names)} arrays, got {len(ndarrays) - 1}")
+    return dict(zip(names, ndarrays[1:], strict=True)), header["meta"]
+
+
+def add_sparse(arrays: dict[str, np.ndarray], name: str, rows: SparseRows) -> None:
+    """Store ``rows`` under ``name.idx`` / ``name.val``."""
+    arrays[f"{name}.idx"] = np.asarray(rows.indices, dtype=np.int64)
+    arrays[f"{name}.val"] = rows.values
+
+
+def get_sparse(arrays: dict[str, np.ndarray], name: str) -> SparseRows:
+    """Read rows stored by ``add_sparse``."""
+    return SparseRows(arrays[f"{name}.idx"], arrays[f"{name}.val"])
+
+
+def scoped(owner: int | str, arrays: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """Prefix every name with ``owner/`` (a device id or BROADCAST)."""
+    return {f"{owner}/{k}": v for k, v in arrays.items()}
+
+
+def split_scopes(arrays: dict[str, np.ndarray]) -> dict[str, dict[str, np.ndarray]]:
+    """Group ``owner/name`` keys by owner: {owner: {name: array}}."""
+    out: dict[str, dict[str, np.ndarray]] = {}
+    for key, value in arrays.items():
+        owner, _, name = key.partition("/")
+        out.setdefault(owner, {})[name] = value
+    return out
+
+
+def nbytes(arrays: dict[str, np.ndarray]) -> int:
+    """Serialized size in bytes of the arrays, as Flower sends them."""
+    return sum(len(ndarray_to_bytes(a)) for a in arrays.values())

@@ -1,0 +1,240 @@
+"""``DeviceStrategy``: a Flower Strategy that reasons about devices, not Flower clients.
+
+A protocol overrides a few device-level hooks (what the cloud holds, what each device is
+sent, how device uploads are combined); this base maps device tasks onto Flower clients and
+device replies back, and does the plumbing every protocol shares:
+
+* seeded device sampling (a function of seed and round only);
+* routing: devices are grouped in shards of ``devices-per-client`` consecutive ids, a shard
+  goes to one Flower client, so one client = one device (faithful mode) or a cohort (fast
+  mode) with identical numbers;
+* replies sorted by device id before aggregation (Ray's scheduling cannot change a sum);
+* failures, dropouts and per-device costs counted; one progress line per round; the run
+  directory written incrementally (fedrec.results).
+"""
+
+from __future__ import annotations
+
+import time
+from abc import abstractmethod
+from collections import defaultdict
+from typing import Any, ClassVar
+
+import numpy as np
+from flwr.common import (
+    EvaluateIns,
+    EvaluateRes,
+    FitIns,
+    FitRes,
+    Parameters,
+    ndarrays_to_parameters,
+    parameters_to_ndarrays,
+)
+from flwr.common.logger import log
+from flwr.server.client_manager import ClientManager
+from flwr.server.client_proxy import ClientProxy
+from flwr.server.strategy import Strategy
+
+from clients.device import EVALUATE, FIT, Arrays, DeviceLogic, DeviceReply
+from fedrec.config import RunConfig
+from fedrec.payload import BROADCAST, pack, scoped, split_scopes, unpack
+from fedrec.results import RunRecorder
+from strategies.rounds import RoundLog, progress_line, summarise_eval
+
+INFO = 20
+EMPTY = Parameters(tensors=[], tensor_type="numpy.ndarray")
+
+
+def sample_devices(n_devices: int, fraction: float, seed: int, rnd: int) -> list[int]:
+    """Seeded choice of max(1, round(fraction * n)) devices, sorted; depends on (seed, rnd) only."""
+    k = max(1, int(round(fraction * n_devices)))
+    if k >= n_devices:
+        return list(range(n_devices))
+    rng = np.random.default_rng([seed, rnd, 7])
+    return sorted(int(d) for d in rng.choice(n_devices, size=k, replace=False))
+
+
+def route(device_ids: list[int], shard_size: int, n_clients: int) -> dict[int, list[int]]:
+    """Client slot -> its devices. A shard (``d // shard_size``) never spans two slots."""
+    slots: dict[int, list[int]] = defaultdict(list)
+    for d in device_ids:
+        slots[(d // shard_size) % n_clients].append(d)
+    return dict(slots)
+
+
+class DeviceStrategy(Strategy):
+    """Base of every fedrec protocol. Subclasses set ``name``/``device_cls`` and the hooks."""
+
+    name: ClassVar[str] = ""
+    device_cls: ClassVar[type[DeviceLogic]]
+    default_model: ClassVar[str] = "mf"
+    #: metric used for "best round" in the summary (device-averaged, validation split)
+    select_metric: ClassVar[str] = "valid_ndcg@10"
+
+    def __init__(self, *, cfg: RunConfig, fed: Any, recorder: RunRecorder) -> None:
+        super().__init__()
+        self.cfg = cfg
+        self.fed = fed
+        self.recorder = recorder
+        self.n_devices: int = fed.n_devices
+        self.shard = cfg.sim.devices_per_client
+        self.expected_clients = -(-self.n_devices // self.shard)
+        self.global_arrays: Arrays = self.init_global()
+        self.totals: dict[int, dict[str, float]] = defaultdict(lambda: defaultdict(float))
+        self.log = RoundLog(num_rounds=cfg.train.num_rounds)
+        self._sent: dict[str, list[int]] = {}
+
+    # ------------------------------------------------------------------ device-level hooks
+    @classmethod
+    def prepare_data(cls, cfg: RunConfig) -> Any:
+        """The federated dataset (cached per process). Default: leave-one-out split."""
+        from fedrec.federated import prepare_loo
+
+        return prepare_loo(cfg.data)
+
+    @abstractmethod
+    def init_global(self) -> Arrays:
+        """The cloud's model before round 1 (seeded)."""
+
+    @abstractmethod
+    def aggregate(self, rnd: int, replies: list[DeviceReply]) -> dict[str, float]:
+        """Update ``self.global_arrays`` from the ok replies (sorted by device id)."""
+
+    def fit_broadcast(self, rnd: int) -> Arrays:
+        return self.global_arrays
+
+    def fit_own(self, rnd: int, device_ids: list[int]) -> dict[int, Arrays]:
+        return {}
+
+    def eval_broadcast(self, rnd: int) -> Arrays:
+        return self.global_arrays
+
+    def round_config(self, rnd: int, kind: str) -> dict[str, Any]:
+        return {}
+
+    def select_fit_devices(self, rnd: int) -> list[int]:
+        return sample_devices(self.n_devices, self.cfg.train.fraction_fit, self.cfg.train.seed, rnd)
+
+    def select_eval_devices(self, rnd: int) -> list[int]:
+        return sample_devices(self.n_devices, self.cfg.sim.eval_fraction, self.cfg.data.seed, 0)
+
+    # ------------------------------------------------------------------ Flower hooks
+    def initialize_parameters(self, client_manager: ClientManager) -> Parameters | None:
+        return EMPTY  # the global model lives in the strategy; nothing is asked of a client
+
+    def configure_fit(self, server_round: int, parameters: Parameters,
+                      client_manager: ClientManager) -> list[tuple[ClientProxy, FitIns]]:
+        ids = self.select_fit_devices(server_round)
+        self.log.begin(server_round, selected=len(ids))
+        own = self.fit_own(server_round, ids)
+        msgs = self._messages(server_round, ids, FIT, self.fit_broadcast(server_round), own, client_manager)
+        return [(proxy, FitIns(params, {})) for proxy, params in msgs]
+
+    def aggregate_fit(self, server_round: int, results: list[tuple[ClientProxy, FitRes]],
+                      failures: list) -> tuple[Parameters | None, dict[str, Any]]:
+        replies = self._lost(failures)
+        for proxy, res in results:
+            arrays, meta = unpack(parameters_to_ndarrays(res.parameters))
+            replies += decode_replies(split_scopes(arrays), meta["devices"])
+        replies.sort(key=lambda r: r.device_id)
+        self._account(replies)
+        ok = [r for r in replies if r.status == "ok"]
+        metrics = self.aggregate(server_round, ok) if ok else {}
+        self.log.fit_done(replies, metrics)
+        return EMPTY, metrics
+
+    def configure_evaluate(self, server_round: int, parameters: Parameters,
+                           client_manager: ClientManager) -> list[tuple[ClientProxy, EvaluateIns]]:
+        every, last = self.cfg.sim.eval_every, self.cfg.train.num_rounds
+        if server_round != last and (every == 0 or server_round % every):
+            self._finish_round(server_round)
+            return []
+        ids = self.select_eval_devices(server_round)
+        msgs = self._messages(server_round, ids, EVALUATE, self.eval_broadcast(server_round), {},
+                              client_manager)
+        return [(proxy, EvaluateIns(params, {})) for proxy, params in msgs]
+
+    def aggregate_evaluate(self, server_round: int, results: list[tuple[ClientProxy, EvaluateRes]],
+                           failures: list) -> tuple[float | None, dict[str, Any]]:
+        import json
+
+        replies = self._lost(failures)
+        for _, res in results:
+            replies += decode_replies({}, json.loads(str(res.metrics["devices"])))
+        replies.sort(key=lambda r: r.device_id)
+        metrics = summarise_eval(replies)
+        self.log.eval_done(metrics)
+        self._finish_round(server_round)
+        return None, metrics
+
+    def evaluate(self, server_round: int, parameters: Parameters) -> tuple[float, dict] | None:
+        return None  # no centralised evaluation: user state lives on the devices
+
+    # ------------------------------------------------------------------ plumbing
+    def _messages(self, rnd: int, ids: list[int], kind: str, broadcast: Arrays,
+                  own: dict[int, Arrays], client_manager: ClientManager) -> list[tuple[ClientProxy, Parameters]]:
+        proxies = self._proxies(client_manager)
+        self._sent = {}
+        out = []
+        for slot, devs in sorted(route(ids, self.shard, len(proxies)).items()):
+            arrays = scoped(BROADCAST, broadcast)
+            for d in devs:
+                arrays.update(scoped(d, own.get(d, {})))
+            meta = {"devices": devs, "round": rnd, "kind": kind, "shard_size": self.shard,
+                    "state_dir": str(self.recorder.state_dir.resolve()),
+                    "config": self.round_config(rnd, kind)}
+            proxy = proxies[slot]
+            self._sent[proxy.cid] = devs
+            out.append((proxy, ndarrays_to_parameters(pack(arrays, meta))))
+        return out
+
+    def _proxies(self, client_manager: ClientManager) -> list[ClientProxy]:
+        if client_manager.num_available() < self.expected_clients:
+            client_manager.wait_for(self.expected_clients, timeout=120)
+        proxies = sorted(client_manager.all().values(), key=lambda p: p.cid)
+        if len(proxies) < self.expected_clients:
+            log(30, "only %d of %d Flower clients registered; cohorts are merged",
+                len(proxies), self.expected_clients)
+        return proxies
+
+    def _lost(self, failures: list) -> list[DeviceReply]:
+        """Devices of a Flower client that failed as a whole."""
+        lost = []
+        for f in failures:
+            proxy = f[0] if isinstance(f, tuple) else None
+            devs = self._sent.get(proxy.cid, []) if proxy is not None else []
+            lost += [DeviceReply(device_id=d, status="failed", error=repr(f)[:200]) for d in devs]
+        return lost
+
+    def _account(self, replies: list[DeviceReply]) -> None:
+        for r in replies:
+            t = self.totals[r.device_id]
+            t[f"rounds_{r.status}"] += 1
+            for k, v in r.costs.items():
+                t[k] += v
+
+    def _finish_round(self, rnd: int) -> None:
+        record = self.log.end(rnd)
+        self.recorder.log_round(record)
+        if not self.cfg.output.quiet:
+            log(INFO, "%s", progress_line(record, self.cfg.train.num_rounds))
+        if rnd == self.cfg.train.num_rounds:
+            self.finish()
+
+    def finish(self) -> None:
+        """Write devices.csv and the final summary."""
+        rows = [{"device_id": d, **dict(t)} for d, t in sorted(self.totals.items())]
+        self.recorder.write_devices(rows)
+        self.recorder.write_summary(self.log.summary(self.select_metric))
+
+
+def decode_replies(scopes: dict[str, Arrays], info: dict[str, Any]) -> list[DeviceReply]:
+    """Per-device replies from a client's upload scopes + its JSON report."""
+    out = []
+    for key, rec in info.items():
+        out.append(DeviceReply(
+            device_id=int(key), upload=scopes.get(key, {}), metrics=rec.get("metrics", {}),
+            num_examples=int(rec.get("n", 0)), status=rec.get("status", "ok"),
+            error=rec.get("error", ""), costs=rec.get("costs", {}),
+        ))
+    return out

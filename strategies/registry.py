@@ -1,0 +1,31 @@
+"""Explicit name -> strategy class registry, plus ``module:Class`` plug-ins."""
+
+from __future__ import annotations
+
+import importlib
+
+from fedrec.errors import ConfigError
+from strategies.base import DeviceStrategy
+from strategies.fedmf import FedMF
+
+STRATEGIES: dict[str, type[DeviceStrategy]] = {
+    "fedmf": FedMF,
+}
+
+
+def resolve_strategy(name: str) -> type[DeviceStrategy]:
+    """A registered name (``fedmf``) or an importable ``package.module:ClassName``."""
+    if name in STRATEGIES:
+        return STRATEGIES[name]
+    if ":" not in name:
+        raise ConfigError(f"unknown strategy {name!r}; use one of {', '.join(sorted(STRATEGIES))} "
+                          "or 'package.module:ClassName' for your own")
+    module_name, _, attr = name.partition(":")
+    try:
+        cls = getattr(importlib.import_module(module_name), attr)
+    except (ImportError, AttributeError) as exc:
+        raise ConfigError(f"strategy {name!r} cannot be imported ({exc}); check the module is "
+                          "on PYTHONPATH and the class name is spelled right") from None
+    if not (isinstance(cls, type) and issubclass(cls, DeviceStrategy)):
+        raise ConfigError(f"strategy {name!r} is not a subclass of strategies.base.DeviceStrategy")
+    return cls
