@@ -75,7 +75,8 @@ class PFedRecModel(RecModel):
     def score_all(self, batch: Batch) -> torch.Tensor:
         """Scores ``[B, n_items]`` (logits); every row is the same vector."""
         s = self.score_fn(self.item_emb.weight).squeeze(-1)  # [I]
-        return s.unsqueeze(0).expand(len(batch), -1)  # [B, I] (a view, no copy)
+        # A real copy per row, not an expand() view: callers mask scores in place.
+        return s.unsqueeze(0).repeat(len(batch), 1)  # [B, I]
 
     def loss(self, batch: Batch) -> torch.Tensor:
         """Mean BCE of ``batch.items`` [B] against ``batch.labels`` [B]."""

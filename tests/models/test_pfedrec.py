@@ -24,3 +24,11 @@ def test_scores_ignore_rows() -> None:
     m = PFedRecModel(n_items=4, dim=3, hidden=(5,), seed=1)
     s = m.score(Batch(items=torch.tensor([0, 1])), torch.tensor([[2, 3], [2, 3]]))
     assert torch.equal(s[0], s[1])
+
+
+def test_score_all_rows_are_independent_memory() -> None:
+    m = PFedRecModel(n_items=3, dim=2, seed=0)
+    with torch.no_grad():
+        s = m.score_all(Batch(items=torch.tensor([0, 1])))
+    s[0, 0] = 100.0  # e.g. masking a training item of row 0
+    assert s[1, 0] != 100.0
