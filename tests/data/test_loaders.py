@@ -274,6 +274,15 @@ def test_generic_unknown_header_column_and_out_of_range_position(tmp_path):
         ld.load_delimited(path, ld.ColumnMap(user=0, item=1, ts=5, header=True))
 
 
+def test_wrong_encoding_is_one_line_error(tmp_path):
+    path = write(tmp_path / "m.csv", "1,Café,3\n", encoding="latin-1")
+    with pytest.raises(DataError, match=r"m.csv: not utf-8 text \(invalid continuation byte"):
+        read_fields(path, sep=",", n_fields=3, kinds={0: "int", 1: "str"}, fmt="a,b,c")
+    frame = read_fields(path, sep=",", n_fields=3, kinds={1: "str"}, fmt="a,b,c",
+                        encoding="latin-1")
+    assert frame[1].tolist() == ["Café"]
+
+
 def test_read_fields_returns_requested_positions_only(tmp_path):
     path = write(tmp_path / "f.txt", "1,x,2.5\n3,y,4\n")
     frame = read_fields(path, sep=",", n_fields=3, kinds={0: "int", 2: "float"}, fmt="a,b,c")
