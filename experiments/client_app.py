@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import functools
 
+import torch
+
 from flwr.client import ClientApp
 from flwr.common import Context
 
@@ -24,6 +26,7 @@ def _logic(items: tuple) -> DeviceLogic:
 
 def make_client_fn(overrides: dict | None = None):  # noqa: ANN201
     def client_fn(context: Context):  # noqa: ANN202
+        torch.set_num_threads(1)  # tiny per-device models: 2 threads were 2-6x slower here
         flat = effective_config(context.run_config, overrides or {})
         cfg, _ = resolve(flat)
         logic = _logic(tuple(sorted(flat.items())))

@@ -5,18 +5,83 @@ embeddings (and item biases) for the items it touched in local training (its pos
 sampled negatives), and the cloud averages each row over the devices that sent it.
 Local objective: BCE with ``num-negatives`` sampled negatives per positive (as in the
 PFedRec paper's FedMF baseline). Homomorphic encryption of the original is not simulated.
+
+A cohort of devices trains in one vectorised computation (clients.batched_mf) that gives
+the per-device loop's numbers; ``FedMFDevice.fit``/``evaluate`` remain the reference.
 """
 
 from __future__ import annotations
 
+import numpy as np
+
+from clients.batched_mf import build_inputs, score_candidates, train_cohort
+from clients.device import EVALUATE, FIT, DeviceReply, DeviceTask
 from clients.embedding import EmbeddingDevice
+from clients.trainer import local_examples
+from fedrec.errors import ConfigError
+from fedrec.metrics import rank_metrics, ranks_from_scores
+from fedrec.payload import SparseRows, add_sparse
 from strategies.aggregation import sparse_row_mean
 from strategies.shared_model import SharedModelStrategy
+
+USER, ITEM, BIAS = "user_emb.weight", "item_emb.weight", "item_bias"
 
 
 class FedMFDevice(EmbeddingDevice):
     model_name = "mf"
-    sparse_tables = ("item_emb.weight", "item_bias")
+    sparse_tables = (ITEM, BIAS)
+
+    def __init__(self, cfg, fed) -> None:  # noqa: ANN001
+        if cfg.train.model not in ("", "mf"):
+            raise ConfigError(f"fedmf trains matrix factorisation, not model={cfg.train.model!r}; "
+                              "drop the model key or use strategy=fedavg for other models")
+        super().__init__(cfg, fed)
+
+    def run_many(self, tasks: list[DeviceTask]) -> list[DeviceReply]:
+        if tasks and all(t.kind == FIT for t in tasks):
+            return self.fit_cohort(tasks)
+        if tasks and all(t.kind == EVALUATE for t in tasks) and self.fed.protocol == "sampled":
+            return self.evaluate_cohort(tasks)
+        return super().run_many(tasks)
+
+    def user_vector(self, task: DeviceTask) -> np.ndarray:
+        return (task.state or self.private_init(task.device_id))[USER][0]  # [D]
+
+    def fit_cohort(self, tasks: list[DeviceTask]) -> list[DeviceReply]:
+        t = self.train_cfg
+        epochs = [[local_examples(self.fed.device(k.device_id), self.fed.n_items, t.num_negatives, k.rng)
+                   for _ in range(t.epochs)] for k in tasks]
+        inp = build_inputs([self.user_vector(k) for k in tasks], epochs, t.batch_size)
+        emb, bias = tasks[0].broadcast[ITEM], tasks[0].broadcast[BIAS]
+        P, Q, C, loss = train_cohort(inp, emb, bias, t.lr)
+        replies = []
+        for u, task in enumerate(tasks):
+            lo, hi = inp.owner_offsets[u], inp.owner_offsets[u + 1]
+            rows = inp.rows[lo:hi]
+            up: dict[str, np.ndarray] = {}
+            add_sparse(up, ITEM, SparseRows(rows, Q[lo:hi] - emb[rows]))
+            add_sparse(up, BIAS, SparseRows(rows, (C[lo:hi] - bias[rows])[:, None]))
+            n_seen = sum(len(items) for items, _ in epochs[u])
+            replies.append(DeviceReply(
+                device_id=task.device_id, upload=up, state={USER: P[u][None, :].copy()},
+                metrics={"loss": float(loss[u])}, num_examples=n_seen,
+                flops=self.train_flops(n_seen), peak_mem_bytes=self.memory_bytes(n_seen)))
+        return replies
+
+    def evaluate_cohort(self, tasks: list[DeviceTask]) -> list[DeviceReply]:
+        emb, bias = tasks[0].broadcast[ITEM], tasks[0].broadcast[BIAS]
+        p = np.stack([self.user_vector(t) for t in tasks])                    # [U, D]
+        data = [self.fed.device(t.device_id) for t in tasks]
+        metrics: list[dict[str, float]] = [{} for _ in tasks]
+        for split in ("valid", "test"):
+            target = np.array([getattr(d, f"{split}_item") for d in data])      # [U]
+            has = target >= 0
+            cand = np.column_stack([np.where(has, target, 0), np.stack([d.negatives for d in data])])
+            ranks = ranks_from_scores(score_candidates(p, emb, bias, cand), 0)
+            for name, vals in rank_metrics(ranks).items():
+                for u in np.flatnonzero(has):
+                    metrics[u][f"{split}_{name.lower()}"] = float(vals[u])
+        return [DeviceReply(device_id=t.device_id, metrics=m) for t, m in zip(tasks, metrics, strict=True)]
 
 
 class FedMF(SharedModelStrategy):
