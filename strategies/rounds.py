@@ -68,6 +68,7 @@ class RoundLog:
         self._cur = {"round": rnd, "devices_selected": selected, "t_start": time.monotonic()}
 
     def fit_done(self, replies: list[DeviceReply], metrics: dict[str, float]) -> None:
+        self._cur["fit_wall_s"] = time.monotonic() - self._cur.get("t_start", time.monotonic())
         self._cur.update(fit_costs(replies))
         self._cur.update({f"agg_{k}": v for k, v in metrics.items()})
         self.errors += [f"device {r.device_id}: {r.error}" for r in replies if r.status == "failed"]

@@ -5,9 +5,10 @@ Columns of ``Dataset.interactions`` (a pandas DataFrame, one row per event):
 ==========  =========  ==============================================================
 column      dtype      meaning
 ==========  =========  ==============================================================
-user        int64      raw user id as in the source (strings are mapped to ints by the
-                       loader in first-seen order; the map is kept in ``user_labels``)
-item        int64      raw item id, same rule (``item_labels``)
+user        int64      raw user id as in the source (string ids are mapped to ints by the
+                       loader in first-seen order; the original strings are the ``label``
+                       column of ``user_features``, indexed by the int id)
+item        int64      raw item id, same rule (``item_features["label"]``)
 ts          int64      unix seconds; when the source has no time, the 0-based position
                        of the event in the user's history (``Dataset.has_time`` False)
 rating      float32    explicit rating, NaN where the source has none
@@ -82,8 +83,9 @@ def make_interactions(
             "ts": np.asarray(ts, dtype=np.int64),
             "rating": (np.full(n, np.nan, np.float32) if rating is None
                        else np.asarray(rating, dtype=np.float32)),
-            "behavior": pd.Categorical(
-                np.full(n, "click") if behavior is None else behavior, categories=BEHAVIORS
+            "behavior": (
+                pd.Categorical.from_codes(np.zeros(n, np.int8), categories=BEHAVIORS)  # all click
+                if behavior is None else pd.Categorical(behavior, categories=BEHAVIORS)
             ),
             "category": (np.full(n, -1, np.int64) if category is None
                          else np.asarray(category, dtype=np.int64)),

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import time
 
 import numpy as np
 import pandas as pd
@@ -154,13 +153,11 @@ def test_ratings_higher_on_personal_items(small: Dataset) -> None:
     assert rating[hit].mean() > rating[~hit].mean() + 1.0
 
 
-def test_ml1m_size_generates_fast() -> None:
-    start = time.perf_counter()
+def test_ml1m_size_has_movielens_shape() -> None:
+    # speed is measured by experiments/bench_load.py, not asserted here
     ds = generate(SIZES["ml-1m"])
-    elapsed = time.perf_counter() - start
     assert ds.n_users == 6040 and 3600 <= ds.n_items <= 3706
     assert 950_000 <= len(ds) <= 1_050_000
-    assert elapsed < 10.0             # ~1 s on the dev machine
 
 
 @pytest.mark.parametrize(("field", "value"), [
