@@ -6,10 +6,16 @@ import importlib
 
 from fedrec.errors import ConfigError
 from strategies.base import DeviceStrategy
+from strategies.fedavg import FedAvg
 from strategies.fedmf import FedMF
+from strategies.fedncf import FedNCF
+from strategies.pfedrec import PFedRec
 
 STRATEGIES: dict[str, type[DeviceStrategy]] = {
+    "fedavg": FedAvg,
     "fedmf": FedMF,
+    "fedncf": FedNCF,
+    "pfedrec": PFedRec,
 }
 
 
