@@ -1,0 +1,396 @@
+"""The documented way to run fedrec: validate the config, run it on Flower, exit by the result.
+
+Usage::
+
+    python -m experiments.run [--run-config FILE.toml] [--set key=value ...]
+                              [--engine flwr|inprocess] [--num-supernodes N]
+
+Exit status: 0 when the run's ``summary.json`` says ``finished``; 1 when the run failed or
+did not finish (its one-line error is printed); 2 on bad input (unknown key, unknown
+strategy or dataset, missing file), reported as one ``error: ...`` line on stderr *before*
+Flower starts, so no run directory is left behind. The run directory is printed at the end.
+
+Config = ``[tool.flwr.app.config]`` defaults < ``--run-config`` file < ``--set`` pairs.
+``--set`` values are TOML scalars (``lr=0.05``, ``quiet=true``); anything that is not valid
+TOML is taken as a string (``dataset=ml-1m``). ``output-dir``, ``data-root`` and a dataset
+given as a relative path are made absolute against the caller's working directory (the
+Flower processes run elsewhere), and a ``run-name`` is generated when none is given.
+
+Engines
+-------
+``flwr`` (default) runs ``flwr run <repo> <connection> --stream --run-config <file>
+--federation-config "num-supernodes=N client-resources-num-cpus=1"``. What we found with
+flwr 1.41.0 (see also ../shared/docs/flower-1.41.md):
+
+* ``flwr run`` with the default connection (address ``:local:``) lazily starts a detached
+  ``flower-superlink --simulation`` on 127.0.0.1:39091, with the CLI's environment and
+  working directory, and leaves it running; no flwr command stops it, and a SuperLink that
+  someone else started without ``FLWR_DISABLE_RUNTIME_DEPENDENCY_INSTALLATION=1`` would be
+  reused silently (runtime ``uv sync`` -> CUDA torch download).
+* So this module starts its OWN SuperLink per invocation: ``flower-superlink --insecure
+  --simulation --disable-runtime-dependency-installation --host 127.0.0.1 --port <free
+  port>`` (one HTTP port serves the Runtime, Control and Fleet APIs; in-memory state), in a
+  new session, from an empty working directory, with ``FLWR_HOME`` = a fresh
+  ``<repo>/.flwr/<run-name>-<pid>/`` holding a ``config.toml`` whose connection names that
+  address. A connection with an explicit address is "user-managed": ``flwr run`` uses it
+  and starts nothing. When the run ends (or fails, or Ctrl-C), the SuperLink's process
+  group (SuperLink, SuperExec, ServerApp, simulation) is sent SIGTERM, then SIGKILL after
+  10 s, and the per-invocation ``FLWR_HOME`` is deleted. Nothing keeps running; concurrent
+  invocations do not share ports or config files. The SuperLink's log is kept as
+  ``<run dir>/superlink.log``.
+* The simulation size is per run: ``--federation-config "num-supernodes=N
+  client-resources-num-cpus=1"`` (``flwr federation simulation-config`` stores it in the
+  SuperLink, which is lost with it). N = ceil(n_devices / devices-per-client): each Flower
+  client hosts one shard of devices; n_devices is known only after the data is prepared
+  (k-core filtering, ``max-devices``), so we prepare it once here (it is also the
+  validation; ~0.1 s synthetic, ~1.5 s ML-1M from the parse cache).
+* ``flwr run --stream`` exits 0 even when the ServerApp crashes: the exit status comes from
+  ``summary.json`` written by the ServerApp (experiments/server_app.py).
+* The app travels as a FAB: ``*.py *.toml *.md *.json ...`` of the repo, without
+  ``test_*.py`` files and ``.flwr/``; it is installed under ``$FLWR_HOME/apps`` and
+  imported from there, so relative paths would resolve against the wrong folder.
+
+``inprocess`` calls ``flwr.simulation.run_simulation`` with ``make_server_app(config)`` and
+``make_client_fn(config)`` in this process (no SuperLink, no FAB; ~10 s faster to start,
+used by tests and benchmarks; it is also the only engine that can import strategies
+defined in ``test_*.py`` files).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import re
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+import tomllib
+import urllib.error
+import urllib.request
+from collections.abc import Mapping
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from experiments.setup import PYPROJECT, effective_config, resolve, run_dir_for
+from fedrec.errors import ConfigError, FedrecError
+from fedrec.results import RunRecorder
+
+REPO = PYPROJECT.parent
+CONNECTION = "fedrec-local"
+#: set for every Flower process we start (see module docstring)
+FLOWER_ENV = {
+    "FLWR_DISABLE_RUNTIME_DEPENDENCY_INSTALLATION": "1",
+    "FLWR_TELEMETRY_ENABLED": "0",
+    "FLWR_DISABLE_UPDATE_CHECK": "1",
+    "RAY_ACCEL_ENV_VAR_OVERRIDE_ON_ZERO": "0",
+}
+
+
+# --------------------------------------------------------------------------- config
+def parse_value(text: str) -> Any:
+    """A ``--set`` value: a TOML scalar (``0.1``, ``true``, ``"x"``) or else a plain string."""
+    try:
+        value = tomllib.loads(f"v = {text}")["v"]
+    except tomllib.TOMLDecodeError:
+        return text
+    return text if isinstance(value, (dict, list)) else value
+
+
+def parse_sets(pairs: list[str]) -> dict[str, Any]:
+    """``["k=v", ...]`` -> ``{k: parsed v}``; later pairs win."""
+    out: dict[str, Any] = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep or not key.strip():
+            raise ConfigError(f"--set {pair!r} is not key=value; write e.g. --set num-rounds=5")
+        out[key.strip()] = parse_value(value.strip())
+    return out
+
+
+def read_run_config(path: str | Path) -> dict[str, Any]:
+    """A flat run-config TOML file (``key = value`` lines, like ``flwr run --run-config``)."""
+    path = Path(path).expanduser()
+    if not path.is_file():
+        raise ConfigError(f"run-config file {path} not found; pass an existing .toml file "
+                          "(presets are in experiments/*.toml)")
+    try:
+        data = tomllib.loads(path.read_text())
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"run-config file {path} is not valid TOML ({exc}); "
+                          "write one 'key = value' per line") from None
+    tables = sorted(k for k, v in data.items() if isinstance(v, (dict, list)))
+    if tables:
+        raise ConfigError(f"run-config file {path}: {', '.join(tables)} must be scalars; "
+                          "write flat 'key = value' lines")
+    return data
+
+
+def absolutize(flat: Mapping[str, Any], cwd: Path) -> dict[str, Any]:
+    """Make output-dir, data-root and a relative dataset path absolute against ``cwd``."""
+    out = dict(flat)
+    out["output-dir"] = str((cwd / Path(str(out["output-dir"])).expanduser()).resolve())
+    if out.get("data-root"):
+        out["data-root"] = str((cwd / Path(str(out["data-root"])).expanduser()).resolve())
+    dataset = Path(str(out.get("dataset", ""))).expanduser()
+    if not dataset.is_absolute() and (cwd / dataset).exists() and str(dataset) not in ("", "."):
+        out["dataset"] = str((cwd / dataset).resolve())
+    return out
+
+
+def make_run_name(strategy: str, dataset: str, now: datetime) -> str:
+    """``<strategy>-<dataset>-<UTC time>``, with path separators and odd characters as ``_``."""
+    base = f"{strategy.replace(':', '.')}-{Path(dataset).name or dataset}"
+    return f"{re.sub(r'[^A-Za-z0-9_.-]', '_', base)}-{now:%Y%m%dT%H%M%S}"
+
+
+def unique_name(output_dir: Path, name: str) -> str:
+    """``name``, or ``name-2``, ``name-3``... whichever does not exist yet under output_dir."""
+    candidate, i = name, 1
+    while (output_dir / candidate).exists():
+        i += 1
+        candidate = f"{name}-{i}"
+    return candidate
+
+
+def build_overrides(run_config: str | None, sets: list[str], cwd: Path,
+                    now: datetime) -> dict[str, Any]:
+    """The run's overrides of the pyproject defaults, with absolute paths and a run-name."""
+    given = {**(read_run_config(run_config) if run_config else {}), **parse_sets(sets)}
+    full = effective_config({}, given)
+    paths = absolutize(full, cwd)
+    given.update({k: v for k, v in paths.items() if v != full.get(k) or k == "output-dir"})
+    if not given.get("run-name"):
+        name = make_run_name(str(paths["strategy"]), str(paths["dataset"]), now)
+        given["run-name"] = unique_name(Path(given["output-dir"]), name)
+    return given
+
+
+def validate(overrides: Mapping[str, Any]) -> tuple[Path, int]:
+    """Parse the config and build the strategy and device logic once (no files written).
+
+    Returns (run directory, number of devices). Raises FedrecError on bad input.
+    """
+    cfg, cls = resolve(effective_config({}, overrides))
+    run_dir = run_dir_for(cfg)
+    if run_dir.exists():
+        raise ConfigError(f"run directory {run_dir} already exists; pass another run-name "
+                          "(or none, to get a fresh one)")
+    fed = cls.prepare_data(cfg)
+    cls(cfg=cfg, fed=fed, recorder=RunRecorder(run_dir))  # builds the cloud model
+    cls.device_cls(cfg, fed)                               # and the on-device logic
+    return run_dir, int(fed.n_devices)
+
+
+def num_supernodes(n_devices: int, devices_per_client: int) -> int:
+    """Flower clients needed so every shard of devices has its own: ceil(n / per-client)."""
+    return max(1, math.ceil(n_devices / devices_per_client))
+
+
+def toml_scalar(value: Any) -> str:
+    """A TOML literal for a str/bool/int/float (JSON string escapes are valid TOML)."""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, (int, float)):
+        return repr(value)
+    return json.dumps(str(value))
+
+
+def to_toml(flat: Mapping[str, Any]) -> str:
+    return "".join(f"{k} = {toml_scalar(v)}\n" for k, v in sorted(flat.items()))
+
+
+# --------------------------------------------------------------------------- engines
+def flower_env(home: Path) -> dict[str, str]:
+    """Our environment + FLOWER_ENV, FLWR_HOME, and this Python's bin dir first on PATH
+    (the SuperLink spawns ``flower-superexec`` etc. by name)."""
+    env = {**os.environ, **FLOWER_ENV, "FLWR_HOME": str(home)}
+    env["PATH"] = os.pathsep.join([str(Path(sys.executable).parent), env.get("PATH", "")])
+    return env
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def superlink_command(port: int) -> list[str]:
+    return [str(Path(sys.executable).parent / "flower-superlink"), "--insecure", "--simulation",
+            "--disable-runtime-dependency-installation", "--isolation", "subprocess",
+            "--host", "127.0.0.1", "--port", str(port)]
+
+
+def wait_ready(port: int, proc: subprocess.Popen, log: Path, timeout_s: float = 60.0) -> None:
+    """Poll the SuperLink's /health endpoint until it answers (or the process died)."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"flower-superlink exited with {proc.returncode}; see {log}")
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=1) as r:
+                if r.status == 200:
+                    return
+        except (urllib.error.URLError, OSError):
+            pass
+        time.sleep(0.2)
+    raise RuntimeError(f"flower-superlink not ready after {timeout_s:.0f} s; see {log}")
+
+
+def stop_group(proc: subprocess.Popen, grace_s: float = 10.0) -> None:
+    """SIGTERM the process group we started, SIGKILL it if still alive after ``grace_s``."""
+    for sig, wait in ((signal.SIGTERM, grace_s), (signal.SIGKILL, 5.0)):
+        try:
+            os.killpg(proc.pid, sig)
+        except ProcessLookupError:
+            break
+        try:
+            proc.wait(timeout=wait)
+            break
+        except subprocess.TimeoutExpired:
+            continue
+
+
+#: what a FAB may hold (flwr.common.constant.FAB_INCLUDE_PATTERNS)
+FAB_SUFFIXES = (".py", ".toml", ".md", ".yaml", ".yml", ".json", ".jsonl")
+
+
+def ignored_dirs(gitignore: str) -> tuple[set[str], set[str]]:
+    """Plain directory patterns of a .gitignore: (names ignored anywhere, top-level names)."""
+    anywhere, top = set(), set()
+    for line in gitignore.splitlines():
+        line = line.strip()
+        if line.endswith("/") and not any(c in line for c in "*?[!#"):
+            (top if line.startswith("/") else anywhere).add(line.strip("/"))
+    return anywhere, top
+
+
+def stage_app(repo: Path, dest: Path, skip: tuple[Path, ...] = ()) -> None:
+    """Copy the files a FAB may contain into ``dest``, never entering hidden dirs (.venv,
+    .git, .flwr), __pycache__, plainly gitignored dirs or ``skip`` (the output dir).
+
+    ``flwr run <repo>`` walks and stats every file under the repo, ~42,000 in .venv, which
+    took 5-25 s per run here; flwr still applies .gitignore and its FAB rules to the copy.
+    """
+    gitignore = repo / ".gitignore"
+    anywhere, top = ignored_dirs(gitignore.read_text() if gitignore.is_file() else "")
+    skipped = {p.resolve() for p in skip}
+    for dirpath, dirnames, filenames in os.walk(repo):
+        here = Path(dirpath)
+        dirnames[:] = [d for d in dirnames if not (
+            d.startswith(".") or d == "__pycache__" or d in anywhere
+            or (here == repo and d in top) or (here / d).resolve() in skipped)]
+        for name in filenames:
+            if name.endswith(FAB_SUFFIXES) or name in ("LICENSE", ".gitignore"):
+                target = dest / (here / name).relative_to(repo)
+                target.parent.mkdir(parents=True, exist_ok=True)
+                shutil.copy2(here / name, target)
+
+
+def flwr_command(app: Path, run_config_file: Path, n_supernodes: int) -> list[str]:
+    return [str(Path(sys.executable).parent / "flwr"), "run", str(app), CONNECTION, "--stream",
+            "--run-config", str(run_config_file), "--federation-config",
+            f"num-supernodes={n_supernodes} client-resources-num-cpus=1"]
+
+
+def run_flwr(overrides: Mapping[str, Any], n_supernodes: int, run_dir: Path) -> None:
+    """``flwr run`` against a SuperLink of our own (see module docstring)."""
+    home = REPO / ".flwr" / f"{run_dir.name}-{os.getpid()}"
+    (home / "cwd").mkdir(parents=True, exist_ok=True)
+    port = free_port()
+    (home / "config.toml").write_text(
+        f'[superlink]\ndefault = "{CONNECTION}"\n\n[superlink.{CONNECTION}]\n'
+        f'address = "127.0.0.1:{port}"\ninsecure = true\n')
+    (home / "run_config.toml").write_text(to_toml(overrides))
+    stage_app(REPO, home / "app", skip=(run_dir.parent,))
+    env = flower_env(home)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    log = run_dir / "superlink.log"
+    with log.open("w") as fh:
+        link = subprocess.Popen(superlink_command(port), cwd=home / "cwd", env=env, stdout=fh,
+                                stderr=subprocess.STDOUT, start_new_session=True)
+    try:
+        wait_ready(port, link, log)
+        cmd = flwr_command(home / "app", home / "run_config.toml", n_supernodes)
+        subprocess.run(cmd, cwd=home / "cwd", env=env, check=False)
+    finally:
+        stop_group(link)
+        shutil.rmtree(home, ignore_errors=True)
+
+
+def run_inprocess(overrides: Mapping[str, Any], n_supernodes: int, run_dir: Path) -> None:
+    """``run_simulation`` in this process; a ServerApp exception is recorded in summary.json."""
+    for key, value in FLOWER_ENV.items():
+        os.environ.setdefault(key, value)
+    from flwr.client import ClientApp
+    from flwr.simulation import run_simulation
+
+    from experiments.client_app import make_client_fn
+    from experiments.server_app import make_server_app
+
+    try:
+        run_simulation(server_app=make_server_app(dict(overrides)),
+                       client_app=ClientApp(client_fn=make_client_fn(dict(overrides))),
+                       num_supernodes=n_supernodes,
+                       backend_config={"client_resources": {"num_cpus": 1}})
+    except Exception as exc:  # noqa: BLE001 - the outcome is read from summary.json
+        first = (str(exc).splitlines() or [""])[0]
+        print(f"run_simulation raised {type(exc).__name__}: {first}", file=sys.stderr)
+
+
+ENGINES = {"flwr": run_flwr, "inprocess": run_inprocess}
+
+
+# --------------------------------------------------------------------------- outcome
+def outcome(run_dir: Path) -> tuple[int, str]:
+    """(exit status, one line) from the run directory's summary.json."""
+    path = run_dir / "summary.json"
+    if not path.is_file():
+        hint = f"; see {run_dir / 'superlink.log'}" if (run_dir / "superlink.log").exists() else ""
+        return 1, f"error: the run wrote no summary.json in {run_dir}{hint}"
+    summary = json.loads(path.read_text())
+    status = summary.get("status")
+    if status == "finished":
+        return 0, f"finished {summary.get('rounds')} rounds in {summary.get('wall_s', 0):.1f} s"
+    reason = summary.get("error") or "the run stopped before its last round"
+    return 1, f"error: run {status} after {summary.get('rounds_completed', '?')} round(s): {reason}"
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(prog="python -m experiments.run", description=__doc__.split("\n")[0])
+    p.add_argument("--run-config", metavar="FILE.toml", help="flat TOML of run-config keys")
+    p.add_argument("--set", dest="sets", action="append", default=[], metavar="KEY=VALUE",
+                   help="override one run-config key (repeatable)")
+    p.add_argument("--engine", choices=sorted(ENGINES), default="flwr")
+    p.add_argument("--num-supernodes", type=int, default=0,
+                   help="Flower clients (default: ceil(devices / devices-per-client))")
+    return p.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    try:
+        overrides = build_overrides(args.run_config, args.sets, Path.cwd(),
+                                    datetime.now(UTC))
+        run_dir, n_devices = validate(overrides)
+    except FedrecError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    per_client = int(resolve(effective_config({}, overrides))[0].sim.devices_per_client)
+    n = args.num_supernodes or num_supernodes(n_devices, per_client)
+    print(f"fedrec: {n_devices} devices on {n} Flower clients ({args.engine} engine) -> {run_dir}",
+          flush=True)
+    ENGINES[args.engine](overrides, n, run_dir)
+    status, line = outcome(run_dir)
+    print(line, file=sys.stderr if status else sys.stdout)
+    print(f"run dir: {run_dir}")
+    return status
+
+
+if __name__ == "__main__":
+    sys.exit(main())
