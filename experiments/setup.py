@@ -7,6 +7,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import tomllib
 from datetime import datetime, timezone
@@ -35,7 +36,10 @@ def effective_config(run_config: Mapping[str, Any], overrides: Mapping[str, Any]
 def _parsed(items: tuple[tuple[str, Any], ...]) -> tuple[RunConfig, type[DeviceStrategy]]:
     flat = dict(items)
     cls = resolve_strategy(str(flat.get("strategy", "fedmf")))
-    return parse_run_config(flat, extra_keys=set(pyproject_defaults())), cls
+    cfg = parse_run_config(flat, extra_keys=set(pyproject_defaults()))
+    if cfg.train.lr == 0:  # the strategy's own default step size
+        cfg = dataclasses.replace(cfg, train=dataclasses.replace(cfg.train, lr=cls.default_lr))
+    return cfg, cls
 
 
 def resolve(flat: Mapping[str, Any]) -> tuple[RunConfig, type[DeviceStrategy]]:

@@ -98,7 +98,7 @@ class TrainConfig:
     num_rounds: int = 20
     fraction_fit: float = 1.0      # fraction of devices sampled per round
     local_epochs: int = 1
-    lr: float = 0.1                # on-device SGD learning rate
+    lr: float = 0.0                # on-device SGD learning rate; 0 = the strategy's default_lr
     server_lr: float = 1.0         # step applied to the aggregated delta
     batch_size: int = 256
     num_negatives: int = 4         # negatives per positive in local training
@@ -110,7 +110,8 @@ class TrainConfig:
         _check(self.num_rounds >= 1, "num-rounds must be >= 1")
         _check(0.0 < self.fraction_fit <= 1.0, "fraction-fit must be in (0, 1]")
         _check(self.local_epochs >= 1, "local-epochs must be >= 1")
-        _check(self.lr > 0 and self.server_lr > 0, "lr and server-lr must be > 0")
+        _check(self.lr >= 0 and self.server_lr > 0,
+               "lr must be >= 0 (0 = the strategy's default) and server-lr > 0")
         _check(self.batch_size >= 1, "batch-size must be >= 1")
         _check(self.num_negatives >= 1, "num-negatives must be >= 1")
         _check(self.embedding_dim >= 1, "embedding-dim must be >= 1")

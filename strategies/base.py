@@ -68,6 +68,8 @@ class DeviceStrategy(Strategy):
     name: ClassVar[str] = ""
     device_cls: ClassVar[type[DeviceLogic]]
     default_model: ClassVar[str] = "mf"
+    #: on-device learning rate used when the run-config says ``lr = 0`` (the default)
+    default_lr: ClassVar[float] = 10.0
     #: metric used for "best round" in the summary (device-averaged, validation split)
     select_metric: ClassVar[str] = "valid_ndcg@10"
 

@@ -33,6 +33,7 @@ class PFedRec(SharedModelStrategy):
     name = "pfedrec"
     device_cls = PFedRecDevice
     default_model = "pfedrec"
+    default_lr = 0.1  # the authors' lr; item-table lr = lr * pfedrec-lr-eta * n_items
     row_rule = staticmethod(sparse_client_mean)
 
     def __init__(self, *, cfg: RunConfig, fed: Any, recorder: RunRecorder) -> None:
