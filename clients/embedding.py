@@ -13,8 +13,9 @@ from typing import ClassVar
 
 import numpy as np
 
-from clients.device import Arrays, DeviceLogic, DeviceReply, DeviceTask
-from clients.trainer import LocalTrainConfig, evaluate_local, train_local
+from clients.batched import cohort_steps, stack_params, train_cohort
+from clients.device import FIT, Arrays, DeviceLogic, DeviceReply, DeviceTask
+from clients.trainer import LocalTrainConfig, evaluate_local, local_examples, train_local
 from fedrec.errors import ConfigError
 from fedrec.models import build_model
 from fedrec.models.base import RecModel
@@ -103,6 +104,56 @@ class EmbeddingDevice(DeviceLogic):
             else:
                 up[n] = delta
         return up
+
+    def run_many(self, tasks: list[DeviceTask]) -> list[DeviceReply]:
+        """Fit tasks of a cohort as one vectorised computation (clients.batched)."""
+        if tasks and all(t.kind == FIT for t in tasks):
+            return self.fit_cohort(tasks)
+        return super().run_many(tasks)
+
+    #: devices trained together in one vectorised group; groups are formed by similar example
+    #: counts, so short histories do not wait through the steps of long ones
+    group_size: ClassVar[int] = 16
+
+    def fit_cohort(self, tasks: list[DeviceTask]) -> list[DeviceReply]:
+        t = self.train_cfg
+        epochs = [[local_examples(self.fed.device(k.device_id), self.fed.n_items, t.num_negatives,
+                                  k.rng) for _ in range(t.epochs)] for k in tasks]
+        sizes = [sum(len(items) for items, _ in e) for e in epochs]
+        order = np.argsort(sizes, kind="stable")
+        replies: list[DeviceReply | None] = [None] * len(tasks)
+        for lo in range(0, len(order), self.group_size):
+            group = order[lo:lo + self.group_size].tolist()
+            out = self.fit_group([tasks[i] for i in group], [epochs[i] for i in group])
+            for i, r in zip(group, out, strict=True):
+                replies[i] = r
+        return replies  # type: ignore[return-value]
+
+    def fit_group(self, tasks: list[DeviceTask], epochs: list) -> list[DeviceReply]:  # noqa: ANN001
+        t = self.train_cfg
+        steps = cohort_steps(epochs, t.batch_size, local_rows=bool(self.sparse_tables))
+        privates = [k.state or self.private_init(k.device_id) for k in tasks]
+        bcast = tasks[0].broadcast
+        params = stack_params(self.model, steps, bcast, privates, self.sparse_tables)
+        lrs = {n: (self.lrs() or {}).get(n, t.lr) for n, _ in self.model.named_parameters()}
+        loss = train_cohort(self.model, steps, params, lrs)
+        replies = []
+        for u, task in enumerate(tasks):
+            after = {n: params[f"inner.{n}"][u].detach().numpy() for n, _ in self.model.named_parameters()}
+            rows = steps.touched[u]
+            up: Arrays = {}
+            for n in self.shared:
+                if n in self.sparse_tables:
+                    delta = after[n][: len(rows)] - bcast[n][rows]
+                    add_sparse(up, n, SparseRows(rows, delta.reshape(len(rows), -1)))
+                else:
+                    up[n] = after[n] - bcast[n]
+            n_seen = sum(len(items) for items, _ in epochs[u])
+            replies.append(DeviceReply(
+                device_id=task.device_id, upload=up, state={n: after[n].copy() for n in self.private},
+                metrics={"loss": float(loss[u])}, num_examples=n_seen,
+                flops=self.train_flops(n_seen), peak_mem_bytes=self.memory_bytes(n_seen)))
+        return replies
 
     def evaluate(self, task: DeviceTask) -> DeviceReply:
         self.load(task)

@@ -1,0 +1,117 @@
+"""Vectorised local training of a cohort for ANY pointwise RecModel (torch.func.vmap).
+
+Every device of the cohort gets its own copy of the parameters it trains: private ones from
+its state, dense shared ones from the broadcast, and, for each sparse table, only the rows it
+touches (padded to the cohort's largest touched set). All devices take their s-th mini-batch
+step together: ``vmap`` over devices of a masked mean-BCE of ``model.score``, one autograd
+call, one SGD update. Devices never interact, so the numbers equal the per-device loop
+(clients.trainer.train_local) and do not depend on the cohort size (tested).
+
+Shapes: U devices, T = max touched rows, S = max steps, B = batch size.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torch.func import functional_call, vmap
+
+from clients.batched_mf import batch_steps
+from fedrec.models.base import Batch, RecModel
+
+
+class _Scorer(nn.Module):
+    """Adapter: ``forward`` = ``inner.score`` so functional_call can swap its parameters."""
+
+    def __init__(self, inner: RecModel) -> None:
+        super().__init__()
+        self.inner = inner
+
+    def forward(self, items: torch.Tensor) -> torch.Tensor:  # items [B] -> logits [B]
+        users = torch.zeros(items.shape[0], dtype=torch.long)
+        return self.inner.score(Batch(users=users), items[:, None])[:, 0]
+
+
+@dataclass
+class CohortSteps:
+    """touched: per device sorted global item ids [T_u]; idx/lab: [U, S, B] local rows (-1 pad);
+    last: bool [U, S] step of the last epoch."""
+
+    touched: list[np.ndarray]
+    idx: np.ndarray
+    lab: np.ndarray
+    last: np.ndarray
+
+
+def cohort_steps(epochs: list[list[tuple[np.ndarray, np.ndarray]]], batch: int,
+                 local_rows: bool = True) -> CohortSteps:
+    """Cut each device's epochs into mini-batches, padded across devices. Item ids become
+    local row ids (into the device's touched rows) when ``local_rows``, i.e. when the item
+    tables are trained as per-device row subsets; dense item tables keep global ids."""
+    touched, per_dev = [], []
+    for dev_epochs in epochs:
+        t = np.unique(np.concatenate([it for it, _ in dev_epochs]))
+        cut = [batch_steps(np.searchsorted(t, it) if local_rows else it, lab, batch)
+               for it, lab in dev_epochs]
+        last = np.zeros(sum(len(c[0]) for c in cut), dtype=bool)
+        last[-len(cut[-1][0]):] = True
+        per_dev.append((np.concatenate([c[0] for c in cut]), np.concatenate([c[1] for c in cut]), last))
+        touched.append(t)
+    U, S = len(epochs), max(len(p[0]) for p in per_dev)
+    idx = np.full((U, S, batch), -1, dtype=np.int64)
+    lab = np.zeros((U, S, batch), dtype=np.float32)
+    last = np.zeros((U, S), dtype=bool)
+    for u, (i, y, l) in enumerate(per_dev):
+        idx[u, : len(i)], lab[u, : len(i)], last[u, : len(i)] = i, y, l
+    return CohortSteps(touched, idx, lab, last)
+
+
+def stack_params(model: RecModel, steps: CohortSteps, shared: dict[str, np.ndarray],
+                 privates: list[dict[str, np.ndarray]], sparse: tuple[str, ...]) -> dict[str, torch.Tensor]:
+    """Per-device parameter copies keyed ``inner.<name>``: sparse tables as [U, T, ...] local rows."""
+    T = max(len(t) for t in steps.touched)
+    out: dict[str, torch.Tensor] = {}
+    for name, p in model.named_parameters():
+        if name in sparse:
+            table = np.zeros((len(privates), T, *shared[name].shape[1:]), dtype=np.float32)
+            for u, t in enumerate(steps.touched):
+                table[u, : len(t)] = shared[name][t]
+            value = torch.from_numpy(table)
+        elif name in privates[0]:
+            value = torch.from_numpy(np.stack([pr[name] for pr in privates]).astype(np.float32))
+        else:
+            value = torch.from_numpy(np.asarray(shared[name], np.float32)).expand(len(privates), *p.shape).clone()
+        out[f"inner.{name}"] = value.requires_grad_(True)
+    return out
+
+
+def _masked_bce(scorer: _Scorer, params, idx, y):  # noqa: ANN001, ANN202 - vmapped per device
+    m = (idx >= 0).to(y.dtype)                                    # [B]
+    logits = functional_call(scorer, params, (idx.clamp(min=0),))  # [B]
+    per = F.binary_cross_entropy_with_logits(logits, y, reduction="none") * m
+    return per.sum() / m.sum().clamp(min=1.0), per.sum()
+
+
+def train_cohort(model: RecModel, steps: CohortSteps, params: dict[str, torch.Tensor],
+                 lrs: dict[str, float]) -> np.ndarray:
+    """SGD on every device's copy, in place. Returns last-epoch mean loss per device [U]."""
+    scorer = _Scorer(model)
+    step = vmap(lambda p, i, y: _masked_bce(scorer, p, i, y))
+    idx_all, lab_all = torch.from_numpy(steps.idx), torch.from_numpy(steps.lab)
+    U, S, _ = idx_all.shape
+    loss_sum = torch.zeros(U, dtype=torch.float64)
+    names = list(params)
+    for s in range(S):
+        mean_loss, sum_loss = step(params, idx_all[:, s], lab_all[:, s])   # [U], [U]
+        grads = torch.autograd.grad(mean_loss.sum(), [params[n] for n in names])
+        with torch.no_grad():
+            for n, g in zip(names, grads, strict=True):
+                params[n].sub_(lrs[n.removeprefix("inner.")] * g)
+        keep = torch.from_numpy(steps.last[:, s])
+        loss_sum[keep] += sum_loss.detach()[keep].double()
+    n_last = torch.from_numpy(((steps.idx >= 0) & steps.last[..., None]).sum((1, 2))).double()
+    return (loss_sum / n_last.clamp(min=1)).numpy()
