@@ -14,7 +14,6 @@ the loop). Mini-batch b (n_b rows), z_j = <q_{i_j}, w> + b:
 
 from __future__ import annotations
 
-import copy
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -40,7 +39,7 @@ def train_cohort(inp: CohortInputs, item_emb: np.ndarray, lr: float, lr_item: fl
     Returns (score functions [U, D+1], local item rows [T, D], last-epoch mean loss [U]).
     """
     P = torch.from_numpy(inp.p0.copy())                                     # [U, D+1]
-    Q = torch.from_numpy(item_emb[inp.rows].astype(np.float32))             # [T, D]
+    Q = torch.from_numpy(item_emb[inp.rows].astype(np.float32, copy=False))  # [T, D]
     idx_all, lab_all = torch.from_numpy(inp.steps_idx), torch.from_numpy(inp.steps_lab)
     last = torch.from_numpy(inp.last_epoch)                                 # [U, S]
     pad_row = torch.from_numpy(inp.owner_offsets[:-1])                      # [U]
@@ -55,20 +54,28 @@ def train_cohort(inp: CohortInputs, item_emb: np.ndarray, lr: float, lr_item: fl
         y = lab_all[act, s]
         q = Q[idx]                                                          # [A, B, D]
         n_b = m.sum(1, keepdim=True)                                        # [A, 1]
-        w, b = P[act, :-1], P[act, -1]                                      # [A, D], [A]
-        g = (torch.sigmoid((q * w[:, None]).sum(-1) + b[:, None]) - y) * m / n_b
-        w = w - lr * (g[..., None] * q).sum(1)
-        b = b - lr * g.sum(1)
-        z = (q * w[:, None]).sum(-1) + b[:, None]                           # [A, B]
+        w, b = P[act, :-1, None], P[act, -1:]                               # [A, D, 1], [A, 1]
+        g = (torch.sigmoid(torch.bmm(q, w).squeeze(-1) + b) - y) * m / n_b  # [A, B]
+        w = w - lr * torch.bmm(g[:, None, :], q).transpose(1, 2)            # [A, D, 1]
+        b = b - lr * g.sum(1, keepdim=True)
+        z = torch.bmm(q, w).squeeze(-1) + b                                 # [A, B]
         g = (torch.sigmoid(z) - y) * m / n_b
         keep = last[act, s]
-        bce = F.binary_cross_entropy_with_logits(z, y, reduction="none") * m
-        loss_sum[act[keep]] += bce[keep].sum(1).double()
-        n_last[act[keep]] += m[keep].sum(1).double()
-        step = -lr_item * g[..., None] * w[:, None]                         # [A, B, D]
+        if keep.any():
+            bce = F.binary_cross_entropy_with_logits(z[keep], y[keep], reduction="none") * m[keep]
+            loss_sum[act[keep]] += bce.sum(1).double()
+            n_last[act[keep]] += m[keep].sum(1).double()
+        step = (-lr_item * g)[..., None] * w.transpose(1, 2)                # [A, B, D]
         Q.index_add_(0, idx.reshape(-1), step.reshape(-1, Q.shape[1]))
-        P[act] = torch.cat([w, b[:, None]], dim=1)
+        P[act] = torch.cat([w.squeeze(-1), b], dim=1)
     return P.numpy(), Q.numpy(), (loss_sum / n_last.clamp(min=1)).numpy()
+
+
+def rng_copy(rng: np.random.Generator) -> np.random.Generator:
+    """An independent copy: a failed vectorised attempt must not advance a device's RNG."""
+    bits = type(rng.bit_generator)()
+    bits.state = rng.bit_generator.state
+    return np.random.Generator(bits)
 
 
 def score_vector(state: dict[str, np.ndarray]) -> np.ndarray:
@@ -80,8 +87,8 @@ def fit_cohort(device: PFedRecDevice, tasks: list[DeviceTask]) -> list[DeviceRep
     """PFedRec local training of every task's device at once; same replies as ``device.fit``."""
     t = device.train_cfg
     epochs = []
-    for k in tasks:   # a copy of each RNG: a failed attempt must not advance it
-        rng, data = copy.deepcopy(k.rng), device.fed.device(k.device_id)
+    for k in tasks:
+        rng, data = rng_copy(k.rng), device.fed.device(k.device_id)
         epochs.append([local_examples(data, device.fed.n_items, t.num_negatives, rng)
                        for _ in range(t.epochs)])
     p0 = [score_vector(k.state or device.private_init(k.device_id)) for k in tasks]
