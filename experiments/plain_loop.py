@@ -46,9 +46,9 @@ def plain_loop(overrides: dict[str, Any], run_dir: str, verbose: bool = True) ->
         ids = strategy.select_fit_devices(rnd)
         fit = run_devices(logic, FIT, rnd, ids, strategy.fit_broadcast(rnd), strategy.fit_own(rnd, ids),
                           cfg.train.seed, states, cfg.sim.devices_per_client)
-        strategy.aggregate(rnd, [r for r in fit if r.status == "ok"])
+        agg = strategy.aggregate(rnd, [r for r in fit if r.status == "ok"])
         t_fit = time.perf_counter() - t0
-        rec: dict[str, Any] = {"round": rnd, "fit_s": t_fit}
+        rec: dict[str, Any] = {"round": rnd, "fit_s": t_fit, **{f"agg_{k}": v for k, v in agg.items()}}
         every = cfg.sim.eval_every
         if rnd == cfg.train.num_rounds or (every and rnd % every == 0):
             ev = run_devices(logic, EVALUATE, rnd, strategy.select_eval_devices(rnd),

@@ -14,9 +14,13 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Mapping
 
+from clients.threat_device import ldp_spec, threat_device_cls
 from fedrec.config import RunConfig, parse_run_config
 from fedrec.devices import assign_profiles, parse_tier_mix
+from fedrec.threat_config import ThreatConfig, parse_threat_config
 from strategies.base import DeviceStrategy
+from strategies.defences import RobustAggregation
+from strategies.privacy import PrivacyLedger
 from strategies.registry import resolve_strategy
 
 PYPROJECT = Path(__file__).resolve().parents[1] / "pyproject.toml"
@@ -39,7 +43,29 @@ def _parsed(items: tuple[tuple[str, Any], ...]) -> tuple[RunConfig, type[DeviceS
     cfg = parse_run_config(flat, extra_keys=set(pyproject_defaults()))
     if cfg.train.lr == 0:  # the strategy's own default step size
         cfg = dataclasses.replace(cfg, train=dataclasses.replace(cfg.train, lr=cls.default_lr))
-    return cfg, cls
+    return cfg, with_threats(cls, parse_threat_config(flat))
+
+
+def with_threats(cls: type[DeviceStrategy], threat: ThreatConfig) -> type[DeviceStrategy]:
+    """The one composition point of LDP, attackers and defences (issue 5).
+
+    Returns ``cls`` itself when nothing is switched on; otherwise a subclass whose devices
+    run the wrapped logic (clients.threat_device) and whose aggregation goes through the
+    PrivacyLedger / RobustAggregation mixins. No protocol reads a threat key.
+    """
+    if threat.clean:
+        return cls
+    if threat.ldp.mechanism != "none":
+        ldp_spec(threat.ldp)  # a bad spec or epsilon mix fails here, before any device runs
+    mixins = [m for m, on in ((PrivacyLedger, threat.ldp.mechanism != "none"),
+                              (RobustAggregation, threat.defence.kind != "none")) if on]
+    device = cls.device_cls
+    if threat.ldp.mechanism != "none" or threat.attack.kind != "none":
+        device = threat_device_cls(cls.device_cls, threat)
+    tags = "+".join(k for k in (threat.ldp.mechanism, threat.attack.kind, threat.defence.kind)
+                    if k != "none")
+    return type(f"{cls.__name__}[{tags}]", (*mixins, cls),
+                {"device_cls": device, "threat": threat, "__module__": cls.__module__})
 
 
 def resolve(flat: Mapping[str, Any]) -> tuple[RunConfig, type[DeviceStrategy]]:

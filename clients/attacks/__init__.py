@@ -1,0 +1,1 @@
+"""Malicious devices (issue 5): who attacks (population), how (kinds, crafting), the wrapper."""

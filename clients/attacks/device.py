@@ -1,0 +1,58 @@
+"""``AttackDevice``: the device logic of a run where some devices are malicious.
+
+It wraps the protocol's logic. Benign devices run it unchanged; malicious devices run it
+too (on their fake profiles, see ``PoisonedData``) and the attack then rewrites their
+uploads, so a cohort still trains in one vectorised call. In evaluation, benign devices
+also report the exposure of the target items (er@5, er@10) and malicious devices report
+nothing, so every evaluation mean is over benign users only.
+"""
+
+from __future__ import annotations
+
+from clients.attacks.kinds import Attack
+from clients.device import FIT, DeviceLogic, DeviceReply, DeviceTask
+from clients.exposure import all_item_scores, target_exposure
+
+
+class AttackDevice(DeviceLogic):
+    """inner: the logic devices run (maybe LDP-wrapped); scorer: the bare protocol logic
+    that can score all items for the exposure metric."""
+
+    def __init__(self, inner: DeviceLogic, scorer: DeviceLogic, attack: Attack) -> None:
+        super().__init__(inner.cfg, inner.fed)
+        self.inner = inner
+        self.scorer = scorer
+        self.attack = attack
+
+    def fit(self, task: DeviceTask) -> DeviceReply:
+        return self.run_many([task])[0]
+
+    def evaluate(self, task: DeviceTask) -> DeviceReply:
+        return self.run_many([task])[0]
+
+    def run_many(self, tasks: list[DeviceTask]) -> list[DeviceReply]:
+        fit = [i for i, t in enumerate(tasks) if t.kind == FIT]
+        ev = [i for i, t in enumerate(tasks) if t.kind != FIT]
+        out: dict[int, DeviceReply] = {}
+        out.update(zip(fit, self.fit_many([tasks[i] for i in fit]), strict=True))
+        out.update(zip(ev, self.evaluate_many([tasks[i] for i in ev]), strict=True))
+        return [out[i] for i in range(len(tasks))]
+
+    def fit_many(self, tasks: list[DeviceTask]) -> list[DeviceReply]:
+        if not tasks:
+            return []
+        replies = self.inner.run_many(tasks)
+        for t, r in zip(tasks, replies, strict=True):
+            if r.status == "ok" and t.device_id in self.attack.malicious:
+                r.upload = self.attack.craft(r.upload, t)
+        return replies
+
+    def evaluate_many(self, tasks: list[DeviceTask]) -> list[DeviceReply]:
+        benign = [t for t in tasks if t.device_id not in self.attack.malicious]
+        replies = {r.device_id: r for r in (self.inner.run_many(benign) if benign else [])}
+        if benign and self.attack.cfg.targeted:
+            trained = [self.scorer.fed.device(t.device_id).train_items for t in benign]
+            scores = all_item_scores(self.scorer, benign)
+            for t, er in zip(benign, target_exposure(scores, trained, self.attack.targets), strict=True):
+                replies[t.device_id].metrics.update(er)
+        return [replies.get(t.device_id, DeviceReply(device_id=t.device_id)) for t in tasks]
