@@ -83,21 +83,21 @@ class Promotion(Attack):
         raise NotImplementedError
 
     def craft(self, upload: Arrays, task: DeviceTask) -> Arrays:
-        positives = self.user_positives(task)
-        proxies: dict[int, np.ndarray] = {}
         for name in cr.sparse_names(upload):
-            table = task.broadcast[name]
-            width = cr.as_rows(table).shape[1]
-            if width > 1 and width not in proxies:
-                proxies[width] = self.proxies(name, table, positives, task.rnd)
-            p = proxies.get(width, np.ones((len(positives), 1)))
-            d = cr.promotion_deltas(table, p, self.targets)
+            d = self.target_deltas(name, task)
             upload = cr.with_target_deltas(upload, name, self.targets, self.cfg.scale * d)
         return upload
 
-    def proxies(self, name: str, table: np.ndarray, positives: list[np.ndarray],
-                rnd: int) -> np.ndarray:
-        return cr.fit_user_proxies(table, positives)
+    def target_deltas(self, name: str, task: DeviceTask) -> np.ndarray:
+        """Promotion step of table ``name`` [T, W]; proxies fitted on that table (a width-1
+        bias table has no user part: its proxies are 1)."""
+        table = task.broadcast[name]
+        positives = self.user_positives(task)
+        if cr.as_rows(table).shape[1] > 1:
+            proxies = cr.fit_user_proxies(table, positives)
+        else:
+            proxies = np.ones((len(positives), 1))
+        return cr.promotion_deltas(table, proxies, self.targets)
 
 
 class FedRecAttack(Promotion):
@@ -113,29 +113,39 @@ class FedRecAttack(Promotion):
             items = np.unique(fed.device(int(d)).train_items)
             n = max(1, int(np.ceil(acfg.public_share * len(items))))
             self.public.append(np.sort(rng.choice(items, size=n, replace=False)))
-        self._cache: dict[tuple[int, str], np.ndarray] = {}  # (round, table) -> proxies
+        self._cache: dict[tuple[int, str], np.ndarray] = {}  # (round, table) -> deltas
 
     def user_positives(self, task: DeviceTask) -> list[np.ndarray]:
         return self.public
 
-    def proxies(self, name: str, table: np.ndarray, positives: list[np.ndarray],
-                rnd: int) -> np.ndarray:
-        """Fitted once per round and table (every malicious device gets the same table)."""
-        if (rnd, name) not in self._cache:
-            self._cache = {k: v for k, v in self._cache.items() if k[0] == rnd}
-            self._cache[(rnd, name)] = cr.fit_user_proxies(table, positives)
-        return self._cache[(rnd, name)]
+    def target_deltas(self, name: str, task: DeviceTask) -> np.ndarray:
+        """The same for every malicious device of a round: computed once per round and table."""
+        if (task.rnd, name) not in self._cache:
+            self._cache = {k: v for k, v in self._cache.items() if k[0] == task.rnd}
+            self._cache[(task.rnd, name)] = super().target_deltas(name, task)
+        return self._cache[(task.rnd, name)]
 
 
 class Psmu(Promotion):
-    """The synthetic user is the device's own fake profile (random items + targets)."""
+    """The synthetic user is the device's own fake profile (random items + targets); each
+    round the profiles of all attackers are fitted together, once per table."""
 
     def __init__(self, acfg: AttackConfig, seed: int, fed: Any) -> None:
         super().__init__(acfg, seed, fed)
         self.profiles = self.fake_profiles(fed)
+        self.order = {d: i for i, d in enumerate(sorted(self.profiles))}
+        self._cache: dict[tuple[int, str], np.ndarray] = {}  # (round, table) -> [M, T, W]
 
-    def user_positives(self, task: DeviceTask) -> list[np.ndarray]:
-        return [np.setdiff1d(self.profiles[task.device_id].train_items, self.targets)]
+    def target_deltas(self, name: str, task: DeviceTask) -> np.ndarray:
+        if (task.rnd, name) not in self._cache:
+            self._cache = {k: v for k, v in self._cache.items() if k[0] == task.rnd}
+            table = task.broadcast[name]
+            positives = [np.setdiff1d(self.profiles[d].train_items, self.targets)
+                         for d in sorted(self.profiles)]
+            proxies = (cr.fit_user_proxies(table, positives) if cr.as_rows(table).shape[1] > 1
+                       else np.ones((len(positives), 1)))
+            self._cache[(task.rnd, name)] = cr.promotion_deltas_each(table, proxies, self.targets)
+        return self._cache[(task.rnd, name)][self.order[task.device_id]]
 
 
 class Scaled(Attack):
