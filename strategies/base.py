@@ -37,6 +37,7 @@ from flwr.server.strategy import Strategy
 
 from clients.device import EVALUATE, FIT, Arrays, DeviceLogic, DeviceReply
 from fedrec.config import RunConfig
+from fedrec.errors import FedrecError
 from fedrec.payload import BROADCAST, pack, scoped, split_scopes, unpack
 from fedrec.results import RunRecorder
 from strategies.rounds import RoundLog, progress_line, summarise_eval
@@ -52,6 +53,15 @@ def sample_devices(n_devices: int, fraction: float, seed: int, rnd: int) -> list
         return list(range(n_devices))
     rng = np.random.default_rng([seed, rnd, 7])
     return sorted(int(d) for d in rng.choice(n_devices, size=k, replace=False))
+
+
+def raise_if_all_failed(rnd: int, replies: list[DeviceReply]) -> None:
+    """Stop the run when no device that ran succeeded: a bug in device code must not be
+    silently skipped round after round. (All devices dropping out is not an error.)"""
+    failed = [r for r in replies if r.status == "failed"]
+    if failed and not any(r.status == "ok" for r in replies):
+        raise FedrecError(f"round {rnd}: all {len(failed)} devices that ran failed; "
+                          f"first error: device {failed[0].device_id}: {failed[0].error}")
 
 
 def route(device_ids: list[int], shard_size: int, n_clients: int) -> dict[int, list[int]]:
@@ -140,6 +150,7 @@ class DeviceStrategy(Strategy):
             replies += decode_replies(split_scopes(arrays), meta["devices"])
         replies.sort(key=lambda r: r.device_id)
         self._account(replies)
+        raise_if_all_failed(server_round, replies)
         ok = [r for r in replies if r.status == "ok"]
         metrics = self.aggregate(server_round, ok) if ok else {}
         self.log.fit_done(replies, metrics)
