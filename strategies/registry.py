@@ -6,12 +6,16 @@ import importlib
 
 from fedrec.errors import ConfigError
 from strategies.base import DeviceStrategy
+from strategies.c3drec_pull import C3DRecPull
+from strategies.c3drec_push import C3DRecPush
 from strategies.fedavg import FedAvg
 from strategies.fedmf import FedMF
 from strategies.fedncf import FedNCF
 from strategies.pfedrec import PFedRec
 
 STRATEGIES: dict[str, type[DeviceStrategy]] = {
+    "c3drec-pull": C3DRecPull,
+    "c3drec-push": C3DRecPush,
     "fedavg": FedAvg,
     "fedmf": FedMF,
     "fedncf": FedNCF,

@@ -1,0 +1,137 @@
+"""C3DRec's on-device half, pull and push modes (Han & Ma 2021, Sec. 3.1, Figs. 1-2).
+
+Fit (one round of personal training):
+1. decode the downloaded (pruned, sparsely encoded) global model and its gamma;
+2. rebuild the personal model: global arrays + the device's own stored delta;
+3. fine-tune the user side (input item table, GRU) on the device's clicks in
+   [T_device, T_test) for ``local-epochs`` epochs, ``c3drec-device-batch`` clicks per update,
+   pruned weights kept at zero;
+4. recommend for every held-out click (the state after the session's previous clicks):
+   * pull: rank the downloaded candidate set with its sparsified item embeddings, locally;
+     upload nothing;
+   * push: upload the sparsified user embeddings (one per recommendation request), nothing
+     else; the cloud ranks the candidates and returns the top-K lists in the evaluation
+     message.
+5. keep in the device state: the personal delta (sparse) and the recommendation lists.
+
+Evaluate: compare the lists with the held-out clicks (Recall@K, MRR@K over the candidate
+set; "all_" keys: the personal model over all items, computed on the device). Only these
+scalars leave the device, as the simulation's measurement.
+"""
+
+from __future__ import annotations
+
+from typing import ClassVar
+
+import numpy as np
+import torch
+
+from clients.device import Arrays, DeviceLogic, DeviceReply, DeviceTask
+from fedrec.c3drec import costs
+from fedrec.c3drec.config import PREFIX, C3DRecConfig
+from fedrec.c3drec.pipeline import (
+    OUT,
+    device_topk,
+    finetune,
+    metrics,
+    personal_model,
+    personal_state,
+    read_model,
+)
+from fedrec.c3drec.sparsify import decode_tensors, encode_tensors
+from fedrec.c3drec.train import test_events
+from fedrec.config import parse_section
+from fedrec.errors import ConfigError
+from fedrec.models.gru4rec import GRU4Rec
+
+UEMB = "uemb"        # push upload: the sparsified user embeddings [E, H]
+CAND = "cand"        # pull download: candidate item ids [C]
+CAND_EMB = "cemb"    # pull download: their sparsified item embeddings [C, H]
+TOPK = "topk"        # push download / pull state: top-K over the candidates [E, K]
+TOPK_ALL = "topk_all"
+
+
+def c3drec_options(cfg) -> C3DRecConfig:  # noqa: ANN001 - a RunConfig
+    """The ``c3drec-*`` section of a run config; the model must be GRU4Rec."""
+    if cfg.train.model not in ("", "gru4rec"):
+        raise ConfigError(f"c3drec trains GRU4Rec, not model={cfg.train.model!r}; "
+                          "drop the model key")
+    return parse_section(C3DRecConfig, cfg.raw_dict(), PREFIX)
+
+
+class C3DRecDevice(DeviceLogic):
+    """Personal fine-tuning and recommendation of one device; ``mode`` is pull or push."""
+
+    mode: ClassVar[str] = "pull"
+
+    def __init__(self, cfg, fed) -> None:  # noqa: ANN001
+        super().__init__(cfg, fed)
+        self.c3 = c3drec_options(cfg)
+        self._model: GRU4Rec | None = None
+        self._decoded: tuple[int, Arrays, dict[str, np.ndarray]] | None = None
+
+    def global_model(self, broadcast: Arrays) -> tuple[Arrays, dict[str, np.ndarray]]:
+        """Decoded global arrays and masks, cached by the model's fingerprint."""
+        key = int(broadcast["model_id"][0])
+        if self._decoded is None or self._decoded[0] != key:
+            self._decoded = (key, *read_model(broadcast))
+        return self._decoded[1], self._decoded[2]
+
+    def fit(self, task: DeviceTask) -> DeviceReply:
+        torch.set_num_threads(1)
+        arrays, masks = self.global_model(task.broadcast)
+        gamma = float(task.broadcast["gamma"][0])
+        data = self.fed.device(task.device_id)
+        model = personal_model(arrays, task.state, self.c3, self._model)
+        self._model = model
+        res = finetune(model, data.train, self.c3, self.mode, gamma, masks, task.rng,
+                       self.cfg.train.local_epochs)
+        state = personal_state(model, arrays)
+        upload, n_cand = self.recommend(model, data.test, gamma, task.own, state)
+        dens = {n: float(m.mean()) for n, m in masks.items()}
+        n_items, E, H = arrays[OUT].shape[0], self.c3.embedding_dim, self.c3.hidden_dim
+        n_test = len(test_events(data.test, 1)[1])
+        return DeviceReply(
+            device_id=task.device_id, upload=upload, state=state,
+            metrics={"loss": res.loss} if res.events else {}, num_examples=res.events,
+            flops=costs.train_flops(res.events, n_items, E, H, dens)
+            + costs.rank_flops(n_test, n_cand, E, H, dens),
+            peak_mem_bytes=costs.train_memory_bytes(n_items, E, H, self.c3.device_batch, n_cand),
+        )
+
+    def recommend(self, model: GRU4Rec, test: list[np.ndarray], gamma: float, own: Arrays,
+                  state: Arrays) -> tuple[Arrays, int]:
+        """Mode-specific step 4 (module docstring); fills ``state``, returns (upload, #scored)."""
+        spec = self.c3.sparse(self.mode, gamma)
+        if self.mode == "pull":
+            cand = own[CAND].astype(np.int64)
+            emb, _ = decode_tensors(own, "")
+            rec = device_topk(model, test, self.c3, spec, cand, emb.get(CAND_EMB))
+            state[TOPK] = rec["topk"].astype(np.int32)
+            state[TOPK_ALL] = rec["topk_all"].astype(np.int32)
+            return {}, len(cand)
+        rec = device_topk(model, test, self.c3, spec, np.zeros(0, np.int64))
+        state[TOPK_ALL] = rec["topk_all"].astype(np.int32)
+        if len(rec["targets"]) == 0:
+            return {}, 0
+        return encode_tensors({UEMB: rec["user_emb"]}, self.c3.encoding), 0
+
+    def evaluate(self, task: DeviceTask) -> DeviceReply:
+        data = self.fed.device(task.device_id)
+        _, targets = test_events(data.test, self.c3.max_len)
+        state = task.state or {}
+        topk = task.own.get(TOPK, state.get(TOPK))
+        if topk is None or TOPK_ALL not in state or len(targets) == 0:
+            return DeviceReply(device_id=task.device_id)      # never trained, or nothing held out
+        group = "new" if data.is_new else "old"
+        m = metrics(np.asarray(topk, np.int64), state[TOPK_ALL].astype(np.int64), targets,
+                    self.c3.topk, group)
+        return DeviceReply(device_id=task.device_id, metrics=m)
+
+
+class C3DRecPullDevice(C3DRecDevice):
+    mode = "pull"
+
+
+class C3DRecPushDevice(C3DRecDevice):
+    mode = "push"
