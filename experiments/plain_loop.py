@@ -51,8 +51,9 @@ def plain_loop(overrides: dict[str, Any], run_dir: str, verbose: bool = True) ->
         rec: dict[str, Any] = {"round": rnd, "fit_s": t_fit, **{f"agg_{k}": v for k, v in agg.items()}}
         every = cfg.sim.eval_every
         if rnd == cfg.train.num_rounds or (every and rnd % every == 0):
-            ev = run_devices(logic, EVALUATE, rnd, strategy.select_eval_devices(rnd),
-                             strategy.eval_broadcast(rnd), {}, cfg.train.seed, states,
+            eval_ids = strategy.select_eval_devices(rnd)
+            ev = run_devices(logic, EVALUATE, rnd, eval_ids, strategy.eval_broadcast(rnd),
+                             strategy.eval_own(rnd, eval_ids), cfg.train.seed, states,
                              cfg.sim.devices_per_client)
             rec.update(summarise_eval(ev))
         rec["round_s"] = time.perf_counter() - t0

@@ -121,6 +121,10 @@ class DeviceStrategy(Strategy):
     def eval_broadcast(self, rnd: int) -> Arrays:
         return self.global_arrays
 
+    def eval_own(self, rnd: int, device_ids: list[int]) -> dict[int, Arrays]:
+        """Arrays addressed to single devices in an evaluation message (default none)."""
+        return {}
+
     def round_config(self, rnd: int, kind: str) -> dict[str, Any]:
         return {}
 
@@ -163,8 +167,8 @@ class DeviceStrategy(Strategy):
             self._finish_round(server_round)
             return []
         ids = self.select_eval_devices(server_round)
-        msgs = self._messages(server_round, ids, EVALUATE, self.eval_broadcast(server_round), {},
-                              client_manager)
+        msgs = self._messages(server_round, ids, EVALUATE, self.eval_broadcast(server_round),
+                              self.eval_own(server_round, ids), client_manager)
         return [(proxy, EvaluateIns(params, {})) for proxy, params in msgs]
 
     def aggregate_evaluate(self, server_round: int, results: list[tuple[ClientProxy, EvaluateRes]],
