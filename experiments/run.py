@@ -8,7 +8,9 @@ Usage::
 Exit status: 0 when the run's ``summary.json`` says ``finished``; 1 when the run failed or
 did not finish (its one-line error is printed); 2 on bad input (unknown key, unknown
 strategy or dataset, missing file), reported as one ``error: ...`` line on stderr *before*
-Flower starts, so no run directory is left behind. The run directory is printed at the end.
+Flower starts, so no run directory is left behind; 130 when interrupted (Ctrl-C or
+SIGTERM: the Flower processes are stopped, the finished rounds stay). The run directory is
+printed at the end.
 
 Config = ``[tool.flwr.app.config]`` defaults < ``--run-config`` file < ``--set`` pairs.
 ``--set`` values are TOML scalars (``lr=0.05``, ``quiet=true``); anything that is not valid
@@ -33,9 +35,12 @@ flwr 1.41.0 (see also ../shared/docs/flower-1.41.md):
   new session, from an empty working directory, with ``FLWR_HOME`` = a fresh
   ``<repo>/.flwr/<run-name>-<pid>/`` holding a ``config.toml`` whose connection names that
   address. A connection with an explicit address is "user-managed": ``flwr run`` uses it
-  and starts nothing. When the run ends (or fails, or Ctrl-C), the SuperLink's process
-  group (SuperLink, SuperExec, ServerApp, simulation) is sent SIGTERM, then SIGKILL after
-  10 s, and the per-invocation ``FLWR_HOME`` is deleted. Nothing keeps running; concurrent
+  and starts nothing. When the run ends (or fails, or Ctrl-C/SIGTERM), the process groups
+  of the SuperLink and of all its descendants get SIGTERM, then SIGKILL after at most 10 s,
+  and the per-invocation ``FLWR_HOME`` is deleted. Killing the SuperLink's group alone is
+  not enough: the SuperExec runs in a session of its own, and the ``flwr-simulation``
+  process and Ray (raylet, gcs_server, actors) in that session; after an interrupted run
+  they kept running (a Ray actor ignored SIGTERM). Nothing keeps running; concurrent
   invocations do not share ports or config files. The SuperLink's log is kept as
   ``<run dir>/superlink.log``.
 * The simulation size is per run: ``--federation-config "num-supernodes=N
@@ -242,18 +247,55 @@ def wait_ready(port: int, proc: subprocess.Popen, log: Path, timeout_s: float = 
     raise RuntimeError(f"flower-superlink not ready after {timeout_s:.0f} s; see {log}")
 
 
-def stop_group(proc: subprocess.Popen, grace_s: float = 10.0) -> None:
-    """SIGTERM the process group we started, SIGKILL it if still alive after ``grace_s``."""
-    for sig, wait in ((signal.SIGTERM, grace_s), (signal.SIGKILL, 5.0)):
+def _processes() -> dict[int, tuple[int, int, str]]:
+    """pid -> (parent pid, process group, state) from /proc (Linux; {} elsewhere)."""
+    out = {}
+    for stat in Path("/proc").glob("[0-9]*/stat"):
         try:
-            os.killpg(proc.pid, sig)
-        except ProcessLookupError:
-            break
-        try:
-            proc.wait(timeout=wait)
-            break
-        except subprocess.TimeoutExpired:
+            fields = stat.read_text().rsplit(")", 1)[1].split()  # after "pid (comm)"
+        except (OSError, IndexError):
             continue
+        out[int(stat.parent.name)] = (int(fields[1]), int(fields[2]), fields[0])
+    return out
+
+
+def process_groups(root: int) -> set[int]:
+    """Process groups of ``root`` and all its descendants. The SuperExec runs in a session
+    of its own, and the simulation process and Ray's raylet/actors in that session."""
+    procs = _processes()
+    children: dict[int, list[int]] = {}
+    for pid, (ppid, _, _) in procs.items():
+        children.setdefault(ppid, []).append(pid)
+    groups, todo = {root}, [root]
+    while todo:
+        pid = todo.pop()
+        if pid in procs:
+            groups.add(procs[pid][1])
+        todo += children.get(pid, [])
+    return groups - {os.getpgrp()}
+
+
+def _signal_groups(groups: set[int], sig: int) -> None:
+    for group in groups:
+        try:
+            os.killpg(group, sig)
+        except (ProcessLookupError, PermissionError):
+            pass
+
+
+def stop_superlink(proc: subprocess.Popen, grace_s: float = 10.0) -> None:
+    """Stop the SuperLink and everything it started (SuperExec, simulation, Ray): SIGTERM
+    to their process groups, SIGKILL to whatever is still alive after ``grace_s``."""
+    groups = process_groups(proc.pid)
+    _signal_groups(groups, signal.SIGTERM)
+    deadline = time.monotonic() + grace_s
+    while time.monotonic() < deadline:
+        proc.poll()
+        if not any(g in groups and st != "Z" for _, g, st in _processes().values()):
+            break
+        time.sleep(0.2)
+    _signal_groups(groups, signal.SIGKILL)
+    proc.wait()
 
 
 #: what a FAB may hold (flwr.common.constant.FAB_INCLUDE_PATTERNS)
@@ -314,13 +356,19 @@ def run_flwr(overrides: Mapping[str, Any], n_supernodes: int, run_dir: Path) -> 
     with log.open("w") as fh:
         link = subprocess.Popen(superlink_command(port), cwd=home / "cwd", env=env, stdout=fh,
                                 stderr=subprocess.STDOUT, start_new_session=True)
+    previous = signal.signal(signal.SIGTERM, _interrupted)  # so `finally` runs on kill
     try:
         wait_ready(port, link, log)
         cmd = flwr_command(home / "app", home / "run_config.toml", n_supernodes)
         subprocess.run(cmd, cwd=home / "cwd", env=env, check=False)
     finally:
-        stop_group(link)
+        stop_superlink(link)
+        signal.signal(signal.SIGTERM, previous)
         shutil.rmtree(home, ignore_errors=True)
+
+
+def _interrupted(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt(f"signal {signum}")
 
 
 def run_inprocess(overrides: Mapping[str, Any], n_supernodes: int, run_dir: Path) -> None:
@@ -357,8 +405,11 @@ def outcome(run_dir: Path) -> tuple[int, str]:
     status = summary.get("status")
     if status == "finished":
         return 0, f"finished {summary.get('rounds')} rounds in {summary.get('wall_s', 0):.1f} s"
+    rounds = run_dir / "rounds.jsonl"
+    done = summary.get("rounds_completed",
+                       len(rounds.read_text().splitlines()) if rounds.is_file() else 0)
     reason = summary.get("error") or "the run stopped before its last round"
-    return 1, f"error: run {status} after {summary.get('rounds_completed', '?')} round(s): {reason}"
+    return 1, f"error: run {status} after {done} round(s): {reason}"
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -374,6 +425,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
+    if str(REPO) not in sys.path:  # plug-in modules in the project folder, as in the FAB
+        sys.path.insert(0, str(REPO))
     try:
         overrides = build_overrides(args.run_config, args.sets, Path.cwd(),
                                     datetime.now(UTC))
@@ -385,11 +438,15 @@ def main(argv: list[str] | None = None) -> int:
     n = args.num_supernodes or num_supernodes(n_devices, per_client)
     print(f"fedrec: {n_devices} devices on {n} Flower clients ({args.engine} engine) -> {run_dir}",
           flush=True)
-    ENGINES[args.engine](overrides, n, run_dir)
+    interrupted = False
+    try:
+        ENGINES[args.engine](overrides, n, run_dir)
+    except KeyboardInterrupt:
+        interrupted = True
     status, line = outcome(run_dir)
     print(line, file=sys.stderr if status else sys.stdout)
     print(f"run dir: {run_dir}")
-    return status
+    return 130 if interrupted else status
 
 
 if __name__ == "__main__":

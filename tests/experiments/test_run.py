@@ -198,8 +198,9 @@ def test_outcome_reads_the_summary(tmp_path):
                                      "error": "RuntimeError: boom"})
     assert er.outcome(tmp_path / "bad") == (1, "error: run failed after 1 round(s): RuntimeError: boom")
     write_summary(tmp_path / "cut", {"status": "running"})
+    (tmp_path / "cut" / "rounds.jsonl").write_text('{"round": 1}\n{"round": 2}\n')
     assert er.outcome(tmp_path / "cut") == \
-        (1, "error: run running after ? round(s): the run stopped before its last round")
+        (1, "error: run running after 2 round(s): the run stopped before its last round")
     (tmp_path / "none").mkdir()
     (tmp_path / "none" / "superlink.log").write_text("")
     status, line = er.outcome(tmp_path / "none")

@@ -1,0 +1,129 @@
+"""fedrec.config: flat run-config -> frozen dataclasses; coercion and one-line errors."""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+
+import pytest
+
+from experiments.setup import pyproject_defaults
+from fedrec.config import (
+    SECTIONS,
+    DataConfig,
+    OutputConfig,
+    RunConfig,
+    SimConfig,
+    TrainConfig,
+    parse_run_config,
+    parse_section,
+    section_keys,
+)
+from fedrec.errors import ConfigError
+
+
+def test_empty_config_gives_the_dataclass_defaults():
+    cfg = parse_run_config({})
+    assert cfg == RunConfig() and cfg.strategy == "fedmf" and cfg.raw == ()
+    assert cfg.train.num_rounds == 20 and cfg.sim.devices_per_client == 64
+
+
+def test_every_field_has_a_pyproject_default_equal_to_the_dataclass_default():
+    # flwr rejects keys without a default, and run_simulation passes no run_config at all:
+    # both paths must see the same values.
+    defaults = pyproject_defaults()
+    fields = {"strategy"}.union(*(section_keys(cls) for cls in SECTIONS))
+    assert fields <= set(defaults)
+    parsed = parse_run_config(defaults, extra_keys=set(defaults))
+    assert dataclasses.replace(parsed, raw=()) == RunConfig()
+
+
+def test_kebab_keys_map_to_fields_and_seed_feeds_data_and_train():
+    cfg = parse_run_config({"local-epochs": 3, "devices-per-client": 8, "seed": 7,
+                            "run-name": "x", "eval-protocol": "full"})
+    assert cfg.train.local_epochs == 3 and cfg.sim.devices_per_client == 8
+    assert cfg.data.seed == 7 and cfg.train.seed == 7
+    assert cfg.output.run_name == "x" and cfg.data.eval_protocol == "full"
+    assert cfg.raw_dict() == {"local-epochs": 3, "devices-per-client": 8, "seed": 7,
+                              "run-name": "x", "eval-protocol": "full"}
+
+
+@pytest.mark.parametrize(("key", "given", "want"), [
+    ("num-rounds", "3", 3), ("num-rounds", 4.0, 4), ("lr", "0.5", 0.5), ("lr", 2, 2.0),
+    ("simulate-dropouts", "true", True), ("simulate-dropouts", "False", False),
+    ("simulate-dropouts", "0", False), ("simulate-dropouts", 1, True), ("model", 5, "5"),
+])
+def test_values_are_coerced_to_the_field_type(key, given, want):
+    flat = parse_run_config({key: given}).raw_dict()
+    assert flat == {key: given}
+    section = {"num-rounds": "train", "lr": "train", "model": "train",
+               "simulate-dropouts": "sim"}[key]
+    got = getattr(getattr(parse_run_config({key: given}), section), key.replace("-", "_"))
+    assert got == want and type(got) is type(want)
+
+
+@pytest.mark.parametrize(("key", "given", "message"), [
+    ("num-rounds", 2.5, ("run-config 'num-rounds' = 2.5 is not a valid int; "
+                        "pass e.g. --run-config \"num-rounds=<int>\"")),
+    ("num-rounds", "many", "run-config 'num-rounds' = 'many' is not a valid int"),
+    ("lr", "fast", "run-config 'lr' = 'fast' is not a valid float; pass e.g. --run-config"),
+    ("quiet", "yes", "run-config 'quiet' = 'yes' is not a valid bool"),
+])
+def test_bad_values_name_the_key_and_the_fix(key, given, message):
+    with pytest.raises(ConfigError) as err:
+        parse_run_config({key: given})
+    assert str(err.value).startswith(message) and "\n" not in str(err.value)
+
+
+def test_unknown_keys_are_named_sorted_with_the_valid_keys():
+    with pytest.raises(ConfigError) as err:
+        parse_run_config({"zeta": 1, "num-round": 5, "lr": 0.1})
+    msg = str(err.value)
+    assert msg.startswith("unknown run-config key(s) num-round, zeta; valid keys: batch-size, ")
+    assert "num-rounds" in msg and "\n" not in msg
+
+
+def test_extra_keys_and_prefixed_families_are_accepted():
+    cfg = parse_run_config({"pfedrec-lr-eta": 80.0, "attack": "none"},
+                           extra_keys={"pfedrec-*", "attack"})
+    assert cfg.raw_dict() == {"attack": "none", "pfedrec-lr-eta": 80.0}
+    with pytest.raises(ConfigError, match="unknown run-config key"):
+        parse_run_config({"pfedrecx": 1}, extra_keys={"pfedrec-*"})
+
+
+@pytest.mark.parametrize(("flat", "message"), [
+    ({"eval-protocol": "top"}, "eval-protocol = 'top'; use 'sampled' or 'full'"),
+    ({"eval-negatives": 0}, "eval-negatives must be >= 1"),
+    ({"max-devices": -1}, "max-devices must be >= 0 (0 = all users)"),
+    ({"min-user-interactions": 2}, "min-user-interactions must be >= 3"),
+    ({"num-rounds": 0}, "num-rounds must be >= 1"),
+    ({"fraction-fit": 1.5}, "fraction-fit must be in (0, 1]"),
+    ({"fraction-fit": 0.0}, "fraction-fit must be in (0, 1]"),
+    ({"server-lr": 0.0}, "lr must be >= 0 (0 = the strategy's default) and server-lr > 0"),
+    ({"devices-per-client": 0}, "devices-per-client must be >= 1"),
+    ({"eval-every": -1}, "eval-every must be >= 0"),
+    ({"eval-fraction": 0.0}, "eval-fraction must be in (0, 1]"),
+])
+def test_range_checks_are_one_line_errors(flat, message):
+    with pytest.raises(ConfigError) as err:
+        parse_run_config(flat)
+    assert str(err.value).startswith(message) and "\n" not in str(err.value)
+
+
+def test_parse_section_with_a_prefix_reads_only_its_keys():
+    @dataclass(frozen=True)
+    class Extra:
+        lr_eta: float = 1.0
+        vectorised: bool = True
+
+    got = parse_section(Extra, {"x-lr-eta": "80", "x-vectorised": "false", "lr-eta": 5}, "x-")
+    assert got == Extra(lr_eta=80.0, vectorised=False)
+    assert section_keys(Extra, "x-") == {"x-lr-eta", "x-vectorised"}
+
+
+def test_sections_are_frozen():
+    cfg = parse_run_config({})
+    for section in (cfg.data, cfg.train, cfg.sim, cfg.output):
+        assert isinstance(section, (DataConfig, TrainConfig, SimConfig, OutputConfig))
+        with pytest.raises(dataclasses.FrozenInstanceError):
+            section.seed = 1  # type: ignore[misc]
