@@ -18,8 +18,8 @@ TOML is taken as a string (``dataset=ml-1m``). ``output-dir``, ``data-root`` and
 given as a relative path are made absolute against the caller's working directory (the
 Flower processes run elsewhere), and a ``run-name`` is generated when none is given.
 
-Engines
--------
+Engines (experiments/flower_engine.py)
+--------------------------------------
 ``flwr`` (default) runs ``flwr run <repo> <connection> --stream --run-config <file>
 --federation-config "num-supernodes=N client-resources-num-cpus=1"``. What we found with
 flwr 1.41.0 (see also ../shared/docs/flower-1.41.md):
@@ -66,35 +66,19 @@ from __future__ import annotations
 import argparse
 import json
 import math
-import os
 import re
-import shutil
-import signal
-import socket
-import subprocess
 import sys
-import time
 import tomllib
-import urllib.error
-import urllib.request
 from collections.abc import Mapping
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from experiments.setup import PYPROJECT, effective_config, resolve, run_dir_for
+from experiments.flower_engine import REPO, run_flwr, run_inprocess
+from experiments.setup import effective_config, resolve, run_dir_for
+from fedrec.data.registry import PRESETS
 from fedrec.errors import ConfigError, FedrecError
 from fedrec.results import RunRecorder
-
-REPO = PYPROJECT.parent
-CONNECTION = "fedrec-local"
-#: set for every Flower process we start (see module docstring)
-FLOWER_ENV = {
-    "FLWR_DISABLE_RUNTIME_DEPENDENCY_INSTALLATION": "1",
-    "FLWR_TELEMETRY_ENABLED": "0",
-    "FLWR_DISABLE_UPDATE_CHECK": "1",
-    "RAY_ACCEL_ENV_VAR_OVERRIDE_ON_ZERO": "0",
-}
 
 
 # --------------------------------------------------------------------------- config
@@ -142,8 +126,10 @@ def absolutize(flat: Mapping[str, Any], cwd: Path) -> dict[str, Any]:
     out["output-dir"] = str((cwd / Path(str(out["output-dir"])).expanduser()).resolve())
     if out.get("data-root"):
         out["data-root"] = str((cwd / Path(str(out["data-root"])).expanduser()).resolve())
-    dataset = Path(str(out.get("dataset", ""))).expanduser()
-    if not dataset.is_absolute() and (cwd / dataset).exists() and str(dataset) not in ("", "."):
+    name = str(out.get("dataset", ""))
+    dataset = Path(name).expanduser()
+    if name not in PRESETS and not name.startswith("synthetic") and not dataset.is_absolute() \
+            and name and (cwd / dataset).exists():
         out["dataset"] = str((cwd / dataset).resolve())
     return out
 
@@ -197,201 +183,8 @@ def num_supernodes(n_devices: int, devices_per_client: int) -> int:
     return max(1, math.ceil(n_devices / devices_per_client))
 
 
-def toml_scalar(value: Any) -> str:
-    """A TOML literal for a str/bool/int/float (JSON string escapes are valid TOML)."""
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    if isinstance(value, (int, float)):
-        return repr(value)
-    return json.dumps(str(value))
-
-
-def to_toml(flat: Mapping[str, Any]) -> str:
-    return "".join(f"{k} = {toml_scalar(v)}\n" for k, v in sorted(flat.items()))
-
-
-# --------------------------------------------------------------------------- engines
-def flower_env(home: Path) -> dict[str, str]:
-    """Our environment + FLOWER_ENV, FLWR_HOME, and this Python's bin dir first on PATH
-    (the SuperLink spawns ``flower-superexec`` etc. by name)."""
-    env = {**os.environ, **FLOWER_ENV, "FLWR_HOME": str(home)}
-    env["PATH"] = os.pathsep.join([str(Path(sys.executable).parent), env.get("PATH", "")])
-    return env
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def superlink_command(port: int) -> list[str]:
-    return [str(Path(sys.executable).parent / "flower-superlink"), "--insecure", "--simulation",
-            "--disable-runtime-dependency-installation", "--isolation", "subprocess",
-            "--host", "127.0.0.1", "--port", str(port)]
-
-
-def wait_ready(port: int, proc: subprocess.Popen, log: Path, timeout_s: float = 60.0) -> None:
-    """Poll the SuperLink's /health endpoint until it answers (or the process died)."""
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise RuntimeError(f"flower-superlink exited with {proc.returncode}; see {log}")
-        try:
-            with urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=1) as r:
-                if r.status == 200:
-                    return
-        except (urllib.error.URLError, OSError):
-            pass
-        time.sleep(0.2)
-    raise RuntimeError(f"flower-superlink not ready after {timeout_s:.0f} s; see {log}")
-
-
-def _processes() -> dict[int, tuple[int, int, str]]:
-    """pid -> (parent pid, process group, state) from /proc (Linux; {} elsewhere)."""
-    out = {}
-    for stat in Path("/proc").glob("[0-9]*/stat"):
-        try:
-            fields = stat.read_text().rsplit(")", 1)[1].split()  # after "pid (comm)"
-        except (OSError, IndexError):
-            continue
-        out[int(stat.parent.name)] = (int(fields[1]), int(fields[2]), fields[0])
-    return out
-
-
-def process_groups(root: int) -> set[int]:
-    """Process groups of ``root`` and all its descendants. The SuperExec runs in a session
-    of its own, and the simulation process and Ray's raylet/actors in that session."""
-    procs = _processes()
-    children: dict[int, list[int]] = {}
-    for pid, (ppid, _, _) in procs.items():
-        children.setdefault(ppid, []).append(pid)
-    groups, todo = {root}, [root]
-    while todo:
-        pid = todo.pop()
-        if pid in procs:
-            groups.add(procs[pid][1])
-        todo += children.get(pid, [])
-    return groups - {os.getpgrp()}
-
-
-def _signal_groups(groups: set[int], sig: int) -> None:
-    for group in groups:
-        try:
-            os.killpg(group, sig)
-        except (ProcessLookupError, PermissionError):
-            pass
-
-
-def stop_superlink(proc: subprocess.Popen, grace_s: float = 10.0) -> None:
-    """Stop the SuperLink and everything it started (SuperExec, simulation, Ray): SIGTERM
-    to their process groups, SIGKILL to whatever is still alive after ``grace_s``."""
-    groups = process_groups(proc.pid)
-    _signal_groups(groups, signal.SIGTERM)
-    deadline = time.monotonic() + grace_s
-    while time.monotonic() < deadline:
-        proc.poll()
-        if not any(g in groups and st != "Z" for _, g, st in _processes().values()):
-            break
-        time.sleep(0.2)
-    _signal_groups(groups, signal.SIGKILL)
-    proc.wait()
-
-
-#: what a FAB may hold (flwr.common.constant.FAB_INCLUDE_PATTERNS)
-FAB_SUFFIXES = (".py", ".toml", ".md", ".yaml", ".yml", ".json", ".jsonl")
-
-
-def ignored_dirs(gitignore: str) -> tuple[set[str], set[str]]:
-    """Plain directory patterns of a .gitignore: (names ignored anywhere, top-level names)."""
-    anywhere, top = set(), set()
-    for line in gitignore.splitlines():
-        line = line.strip()
-        if line.endswith("/") and not any(c in line for c in "*?[!#"):
-            (top if line.startswith("/") else anywhere).add(line.strip("/"))
-    return anywhere, top
-
-
-def stage_app(repo: Path, dest: Path, skip: tuple[Path, ...] = ()) -> None:
-    """Copy the files a FAB may contain into ``dest``, never entering hidden dirs (.venv,
-    .git, .flwr), __pycache__, plainly gitignored dirs or ``skip`` (the output dir).
-
-    ``flwr run <repo>`` walks and stats every file under the repo, ~42,000 in .venv, which
-    took 5-25 s per run here; flwr still applies .gitignore and its FAB rules to the copy.
-    """
-    gitignore = repo / ".gitignore"
-    anywhere, top = ignored_dirs(gitignore.read_text() if gitignore.is_file() else "")
-    skipped = {p.resolve() for p in skip}
-    for dirpath, dirnames, filenames in os.walk(repo):
-        here = Path(dirpath)
-        dirnames[:] = [d for d in dirnames if not (
-            d.startswith(".") or d == "__pycache__" or d in anywhere
-            or (here == repo and d in top) or (here / d).resolve() in skipped)]
-        for name in filenames:
-            if name.endswith(FAB_SUFFIXES) or name in ("LICENSE", ".gitignore"):
-                target = dest / (here / name).relative_to(repo)
-                target.parent.mkdir(parents=True, exist_ok=True)
-                shutil.copy2(here / name, target)
-
-
-def flwr_command(app: Path, run_config_file: Path, n_supernodes: int) -> list[str]:
-    return [str(Path(sys.executable).parent / "flwr"), "run", str(app), CONNECTION, "--stream",
-            "--run-config", str(run_config_file), "--federation-config",
-            f"num-supernodes={n_supernodes} client-resources-num-cpus=1"]
-
-
-def run_flwr(overrides: Mapping[str, Any], n_supernodes: int, run_dir: Path) -> None:
-    """``flwr run`` against a SuperLink of our own (see module docstring)."""
-    home = REPO / ".flwr" / f"{run_dir.name}-{os.getpid()}"
-    (home / "cwd").mkdir(parents=True, exist_ok=True)
-    port = free_port()
-    (home / "config.toml").write_text(
-        f'[superlink]\ndefault = "{CONNECTION}"\n\n[superlink.{CONNECTION}]\n'
-        f'address = "127.0.0.1:{port}"\ninsecure = true\n')
-    (home / "run_config.toml").write_text(to_toml(overrides))
-    stage_app(REPO, home / "app", skip=(run_dir.parent,))
-    env = flower_env(home)
-    run_dir.mkdir(parents=True, exist_ok=True)
-    log = run_dir / "superlink.log"
-    with log.open("w") as fh:
-        link = subprocess.Popen(superlink_command(port), cwd=home / "cwd", env=env, stdout=fh,
-                                stderr=subprocess.STDOUT, start_new_session=True)
-    previous = signal.signal(signal.SIGTERM, _interrupted)  # so `finally` runs on kill
-    try:
-        wait_ready(port, link, log)
-        cmd = flwr_command(home / "app", home / "run_config.toml", n_supernodes)
-        subprocess.run(cmd, cwd=home / "cwd", env=env, check=False)
-    finally:
-        stop_superlink(link)
-        signal.signal(signal.SIGTERM, previous)
-        shutil.rmtree(home, ignore_errors=True)
-
-
-def _interrupted(signum: int, frame: object) -> None:
-    raise KeyboardInterrupt(f"signal {signum}")
-
-
-def run_inprocess(overrides: Mapping[str, Any], n_supernodes: int, run_dir: Path) -> None:
-    """``run_simulation`` in this process; a ServerApp exception is recorded in summary.json."""
-    for key, value in FLOWER_ENV.items():
-        os.environ.setdefault(key, value)
-    from flwr.client import ClientApp
-    from flwr.simulation import run_simulation
-
-    from experiments.client_app import make_client_fn
-    from experiments.server_app import make_server_app
-
-    try:
-        run_simulation(server_app=make_server_app(dict(overrides)),
-                       client_app=ClientApp(client_fn=make_client_fn(dict(overrides))),
-                       num_supernodes=n_supernodes,
-                       backend_config={"client_resources": {"num_cpus": 1}})
-    except Exception as exc:  # noqa: BLE001 - the outcome is read from summary.json
-        first = (str(exc).splitlines() or [""])[0]
-        print(f"run_simulation raised {type(exc).__name__}: {first}", file=sys.stderr)
-
-
 ENGINES = {"flwr": run_flwr, "inprocess": run_inprocess}
+
 
 
 # --------------------------------------------------------------------------- outcome

@@ -18,6 +18,7 @@ import numpy as np
 import pytest
 
 from clients.device import DeviceLogic, DeviceReply, DeviceTask
+from experiments import flower_engine as fe
 from experiments import run as er
 from fedrec.errors import ConfigError
 from fedrec.metrics import rank_metrics, ranks_from_scores
@@ -118,6 +119,7 @@ def test_absolutize_resolves_paths_against_cwd(tmp_path):
     out = er.absolutize(flat, tmp_path)
     assert out == {"output-dir": str(tmp_path / "runs"), "data-root": str(tmp_path / "data"),
                    "dataset": str(tmp_path / "my.csv")}
+    (tmp_path / "ml-1m").mkdir()                     # a preset name stays a preset name
     kept = er.absolutize({"output-dir": "/abs", "data-root": "", "dataset": "ml-1m"}, tmp_path)
     assert kept == {"output-dir": "/abs", "data-root": "", "dataset": "ml-1m"}
 
@@ -148,21 +150,21 @@ def test_num_supernodes_is_one_client_per_shard(n, per, want):
 
 def test_to_toml_round_trips_through_tomllib():
     flat = {"a": 'quote " and \\ back', "b": True, "c": 3, "d": 0.1, "e": "ü", "f": False}
-    assert tomllib.loads(er.to_toml(flat)) == flat
+    assert tomllib.loads(fe.to_toml(flat)) == flat
 
 
 def test_flower_commands_and_environment(tmp_path):
-    env = er.flower_env(tmp_path)
-    for key, value in er.FLOWER_ENV.items():
+    env = fe.flower_env(tmp_path)
+    for key, value in fe.FLOWER_ENV.items():
         assert env[key] == value
     assert env["FLWR_DISABLE_RUNTIME_DEPENDENCY_INSTALLATION"] == "1"
     assert env["FLWR_HOME"] == str(tmp_path)
     assert env["PATH"].split(os.pathsep)[0] == str(Path(sys.executable).parent)
-    link = er.superlink_command(4321)
+    link = fe.superlink_command(4321)
     assert "--disable-runtime-dependency-installation" in link and "--simulation" in link
     assert link[link.index("--port") + 1] == "4321"
-    cmd = er.flwr_command(tmp_path / "app", tmp_path / "rc.toml", 4)
-    assert cmd[1:4] == ["run", str(tmp_path / "app"), er.CONNECTION] and "--stream" in cmd
+    cmd = fe.flwr_command(tmp_path / "app", tmp_path / "rc.toml", 4)
+    assert cmd[1:4] == ["run", str(tmp_path / "app"), fe.CONNECTION] and "--stream" in cmd
     assert cmd[cmd.index("--federation-config") + 1] == \
         "num-supernodes=4 client-resources-num-cpus=1"
 
@@ -176,13 +178,13 @@ def test_stage_app_copies_fab_files_only(tmp_path):
         (repo / f).parent.mkdir(parents=True, exist_ok=True)
         (repo / f).write_text("x")
     (repo / ".gitignore").write_text("runs/\n/top/\nbuild/\n*.pyc\n")
-    er.stage_app(repo, dest, skip=(repo / "out2",))
+    fe.stage_app(repo, dest, skip=(repo / "out2",))
     got = sorted(str(p.relative_to(dest)) for p in dest.rglob("*") if p.is_file())
     assert got == [".gitignore", "pkg/a.py", "pkg/sub/b.json", "pyproject.toml"]
 
 
 def test_ignored_dirs_reads_plain_directory_patterns():
-    assert er.ignored_dirs("runs/\n/data/\n*.pyc\nbuild/\n# c/\n[ab]/\n") == \
+    assert fe.ignored_dirs("runs/\n/data/\n*.pyc\nbuild/\n# c/\n[ab]/\n") == \
         ({"runs", "build"}, {"data"})
 
 
@@ -304,4 +306,4 @@ def test_flwr_run_default_engine(cohort8, tmp_path, capfd):
     assert "round 2/2 |" in out + err and f"run dir: {tmp_path / 'e'}" in out
     assert read_summary(tmp_path / "e")["status"] == "finished"
     assert comparable(tmp_path / "e") == comparable(cohort8)[:2]  # same numbers as in-process
-    assert not list((er.REPO / ".flwr").glob("e-*"))              # per-run FLWR_HOME removed
+    assert not list((fe.REPO / ".flwr").glob("e-*"))              # per-run FLWR_HOME removed
