@@ -68,6 +68,7 @@ defined in ``test_*.py`` files).
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import math
 import re
@@ -80,7 +81,7 @@ from typing import Any
 
 from experiments.flower_engine import REPO, run_flwr, run_inprocess
 from experiments.setup import effective_config, resolve, run_dir_for
-from fedrec.data.registry import PRESETS
+from fedrec.data.registry import PRESETS, resolve_data_root
 from fedrec.errors import ConfigError, FedrecError
 from fedrec.results import RunRecorder
 
@@ -125,7 +126,8 @@ def read_run_config(path: str | Path) -> dict[str, Any]:
 
 
 def absolutize(flat: Mapping[str, Any], cwd: Path) -> dict[str, Any]:
-    """Make output-dir, data-root and a relative dataset path absolute against ``cwd``."""
+    """Make output-dir, data-root and a relative dataset path absolute against ``cwd``; an
+    empty data-root becomes the root found here ($FEDREC_DATA or ../shared/data)."""
     out = dict(flat)
     out["output-dir"] = str((cwd / Path(str(out["output-dir"])).expanduser()).resolve())
     if out.get("data-root"):
@@ -135,6 +137,10 @@ def absolutize(flat: Mapping[str, Any], cwd: Path) -> dict[str, Any]:
     if name not in PRESETS and not name.startswith("synthetic") and not dataset.is_absolute() \
             and name and (cwd / dataset).exists():
         out["dataset"] = str((cwd / dataset).resolve())
+    if not out.get("data-root") and not name.startswith("synthetic"):
+        # the default root (<repo>/../shared/data) means nothing inside the installed FAB
+        with contextlib.suppress(FedrecError):
+            out["data-root"] = str(resolve_data_root(None).resolve())
     return out
 
 

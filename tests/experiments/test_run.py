@@ -120,8 +120,18 @@ def test_absolutize_resolves_paths_against_cwd(tmp_path):
     assert out == {"output-dir": str(tmp_path / "runs"), "data-root": str(tmp_path / "data"),
                    "dataset": str(tmp_path / "my.csv")}
     (tmp_path / "ml-1m").mkdir()                     # a preset name stays a preset name
-    kept = er.absolutize({"output-dir": "/abs", "data-root": "", "dataset": "ml-1m"}, tmp_path)
-    assert kept == {"output-dir": "/abs", "data-root": "", "dataset": "ml-1m"}
+    kept = er.absolutize({"output-dir": "/abs", "data-root": "", "dataset": "synthetic"}, tmp_path)
+    assert kept == {"output-dir": "/abs", "data-root": "", "dataset": "synthetic"}
+
+
+def test_absolutize_pins_the_data_root_found_here(tmp_path, monkeypatch):
+    # inside the FAB that flwr installs, <repo>/../shared/data does not exist
+    monkeypatch.setenv("FEDREC_DATA", str(tmp_path))
+    got = er.absolutize({"output-dir": "/abs", "data-root": "", "dataset": "ml-1m"}, tmp_path)
+    assert got == {"output-dir": "/abs", "data-root": str(tmp_path), "dataset": "ml-1m"}
+    monkeypatch.setenv("FEDREC_DATA", str(tmp_path / "missing"))   # not found: left empty,
+    got = er.absolutize({"output-dir": "/abs", "data-root": "", "dataset": "ml-1m"}, tmp_path)
+    assert got["data-root"] == ""                                 # the loader will say so
 
 
 def test_run_names_are_path_safe_and_unique(tmp_path):
