@@ -22,6 +22,7 @@ import torch
 
 from clients.device import FIT, Arrays, DeviceReply, DeviceTask
 from clients.embedding import EmbeddingDevice
+from clients.pfedrec_batched import evaluate_cohort, fit_cohort
 from clients.trainer import ZERO_USER, LocalTrainConfig, evaluate_local, local_examples
 from fedrec.config import parse_section
 from fedrec.errors import ConfigError
@@ -138,11 +139,12 @@ class PFedRecDevice(EmbeddingDevice):
 
     def reply(self, device_id: int, score_fn: Arrays, rows: SparseRows, loss: float,
               n_seen: int) -> DeviceReply:
-        """Upload = touched item rows' change; state = score function + the same rows."""
+        """Upload = touched item rows' change; state = score function + a copy of those rows
+        (a wrapper that perturbs the upload in place must not change the device's model)."""
         upload: Arrays = {}
         add_sparse(upload, ITEM_TABLE, rows)
         state = dict(score_fn)
-        add_sparse(state, PERSONAL, rows)
+        add_sparse(state, PERSONAL, SparseRows(rows.indices.copy(), rows.values.copy()))
         return DeviceReply(device_id=device_id, upload=upload, state=state,
                            metrics={"loss": loss}, num_examples=n_seen,
                            flops=self.train_flops(n_seen), peak_mem_bytes=self.memory_bytes(n_seen))
@@ -169,8 +171,6 @@ class PFedRecDevice(EmbeddingDevice):
         evaluation tasks under the sampled protocol; the per-device loop otherwise."""
         if not self.pcfg.vectorised:
             return super().run_many(tasks)
-        from clients.pfedrec_batched import evaluate_cohort, fit_cohort
-
         torch.set_num_threads(1)
         fits = [t for t in tasks if t.kind == FIT]
         evals = [t for t in tasks if t.kind != FIT]
