@@ -39,7 +39,7 @@ from fedrec.c3drec.pipeline import (
     read_model,
 )
 from fedrec.c3drec.sparsify import decode_tensors, encode_tensors
-from fedrec.c3drec.train import test_events
+from fedrec.c3drec.train import next_click_events
 from fedrec.config import parse_section
 from fedrec.errors import ConfigError
 from fedrec.models.gru4rec import GRU4Rec
@@ -90,7 +90,7 @@ class C3DRecDevice(DeviceLogic):
         upload, n_cand = self.recommend(model, data.test, gamma, task.own, state)
         dens = {n: float(m.mean()) for n, m in masks.items()}
         n_items, E, H = arrays[OUT].shape[0], self.c3.embedding_dim, self.c3.hidden_dim
-        n_test = len(test_events(data.test, 1)[1])
+        n_test = len(next_click_events(data.test, 1)[1])
         return DeviceReply(
             device_id=task.device_id, upload=upload, state=state,
             metrics={"loss": res.loss} if res.events else {}, num_examples=res.events,
@@ -118,7 +118,7 @@ class C3DRecDevice(DeviceLogic):
 
     def evaluate(self, task: DeviceTask) -> DeviceReply:
         data = self.fed.device(task.device_id)
-        _, targets = test_events(data.test, self.c3.max_len)
+        _, targets = next_click_events(data.test, self.c3.max_len)
         state = task.state or {}
         topk = task.own.get(TOPK, state.get(TOPK))
         if topk is None or TOPK_ALL not in state or len(targets) == 0:

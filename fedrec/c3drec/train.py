@@ -201,7 +201,8 @@ def train(model: GRU4Rec, sessions: Sequence[np.ndarray], spec: TrainSpec, spars
             opt.zero_grad(set_to_none=True)
             loss.backward()
             mask_gradients(model, res.masks)
-            opt.step()
+            with torch.sparse.check_sparse_tensor_invariants(enable=False):  # torch's own grads
+                opt.step()
             apply_masks(model, res.masks, trainable_only=True)
             sched.observe(raw)
             k = int((tgt != PAD).sum())
@@ -261,7 +262,7 @@ class _Scheduler:
 
 
 # --------------------------------------------------------------------------- evaluation
-def test_events(sessions: Sequence[np.ndarray], max_len: int) -> tuple[torch.Tensor, np.ndarray]:
+def next_click_events(sessions: Sequence[np.ndarray], max_len: int) -> tuple[torch.Tensor, np.ndarray]:
     """Histories LongTensor [E, max_len] (left-padded) and targets int64 [E] of the sessions."""
     hist, tgt = [], []
     for s in sessions:
