@@ -40,8 +40,11 @@ ATTACK_KEYS: dict[str, dict[str, Any]] = {
     "psmu": {"attack-scale": 10.0}, "scaled": {"attack-scale": 10.0},
     "signflip": {"attack-scale": 1.0}, "noise": {"attack-noise-std": 0.1},
 }
+#: defence settings: norm bound ~3x the benign median upload norm (FedMF, synthetic), HiCS row
+#: bound above ~99% of benign rows
 DEFENCE_KEYS: dict[str, Any] = {"defence-bound": 2.0, "defence-beta": 0.1,
-                                "defence-krum-fraction": 0.05}
+                                "defence-krum-fraction": 0.05, "defence-hics-row-bound": 0.3,
+                                "defence-hics-agg-bound": 0.1, "defence-hics-keep": 0.8}
 COLUMNS = ("dataset", "attack", "defence", "fraction", "malicious", "er@5", "er@10",
            "test_hr@10", "test_ndcg@10", "flagged", "flagged_malicious", "malicious_uploads",
            "rounds", "wall_s")
