@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import csv
+import math
 import time
 from pathlib import Path
 from typing import Any
@@ -64,7 +65,7 @@ def run_cell(base: dict[str, Any], attack: str, defence: str, fraction: float,
     t0 = time.perf_counter()
     records = plain_loop(ov, str(out / "runs" / f"{attack}-{defence}-{fraction}"), verbose=False)
     last = records[-1]
-    total = lambda k: sum(r.get(f"agg_{k}", 0.0) for r in records)  # noqa: E731
+    total = lambda k: sum(r.get(f"agg_{k}", 0.0) for r in records)
     cfg, cls = resolve(effective_config({}, {**ov, "simulate-dropouts": False}))
     n_dev = cls.prepare_data(cfg).n_devices
     return {
@@ -122,7 +123,7 @@ def table(rows: list[dict[str, Any]], metric: str, fraction: float, attacks: tup
 
 
 def _fmt(v: Any) -> str:
-    return "" if v is None or v == "" or v != v else f"{float(v):.3f}"
+    return "" if v is None or v == "" or math.isnan(float(v)) else f"{float(v):.3f}"
 
 
 def detection_table(rows: list[dict[str, Any]]) -> str:
@@ -172,8 +173,8 @@ def heatmap(path: Path, rows: list[dict[str, Any]], attacks: tuple[str, ...],
             ax.set_yticks(range(len(names)), names, fontsize=8)
             ax.set_title(f"{metric}, {f:.1%} malicious", fontsize=9)
             for (y, x), v in np.ndenumerate(m):
-                ax.text(x, y, "" if v != v else f"{v:.2f}", ha="center", va="center", fontsize=7,
-                        color="white" if v == v and v > 0.6 * top else "black")
+                ax.text(x, y, "" if math.isnan(v) else f"{v:.2f}", ha="center", va="center", fontsize=7,
+                        color="white" if not math.isnan(v) and v > 0.6 * top else "black")
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)

@@ -11,8 +11,9 @@ strategy.
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any, Mapping
+from typing import Any
 
 from fedrec.config import parse_section
 from fedrec.errors import ConfigError

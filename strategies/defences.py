@@ -16,8 +16,9 @@ ground truth comes from the seeded malicious set and is used for these counts on
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from functools import partial
-from typing import Any, Callable, ClassVar
+from typing import Any, ClassVar
 
 import numpy as np
 import scipy.sparse as sp
@@ -73,7 +74,7 @@ def krum_keep(replies: list[DeviceReply], features: sp.csr_matrix, dcfg: Defence
               ) -> tuple[list[DeviceReply], list[int]]:
     """Krum (one upload) or Multi-Krum (n - f uploads); f = floor(krum_fraction * n)."""
     n = len(replies)
-    f = int(math.floor(dcfg.krum_fraction * n))
+    f = math.floor(dcfg.krum_fraction * n)
     to_keep = 0 if dcfg.kind == "krum" else max(1, n - f)
     chosen = robust.krum_select(robust.pairwise_sq_distances(features), f, to_keep)
     kept = [replies[i] for i in chosen]

@@ -22,7 +22,7 @@ def n_malicious(n_devices: int, fraction: float) -> int:
     """round(fraction * n), at least 1 when fraction > 0 (0.1% of 1,000 devices is 1 device)."""
     if fraction <= 0:
         return 0
-    return min(n_devices, max(1, int(round(fraction * n_devices))))
+    return min(n_devices, max(1, round(fraction * n_devices)))
 
 
 def device_key(seed: int, device_id: int) -> float:
@@ -87,4 +87,6 @@ class PoisonedData:
         return self.fakes[d] if d in self.fakes else self.real.device(d)
 
     def __getattr__(self, name: str) -> Any:
+        if name == "real":  # not yet set (e.g. while unpickling): no recursion
+            raise AttributeError(name)
         return getattr(self.real, name)

@@ -21,7 +21,7 @@ def one_thread() -> None:
     torch.set_num_threads(1)
 
 
-def _pair(tmp_path, mechanism: str, clip: str = "upload"):  # noqa: ANN202
+def _pair(tmp_path, mechanism: str, clip: str = "upload"):
     """Replies of round 1 without and with LDP (same devices, same training RNG)."""
     _, st, bare = build(tmp_path / "bare")
     _, _, ldp = build(tmp_path / "ldp", ldp=mechanism, ldp_bound=0.5, ldp_clip=clip,
@@ -29,7 +29,7 @@ def _pair(tmp_path, mechanism: str, clip: str = "upload"):  # noqa: ANN202
     return run_round(st, bare, 1, FIT, {}), run_round(st, ldp, 1, FIT, {})
 
 
-def _residuals(plain, noisy, clip: str):  # noqa: ANN001, ANN202
+def _residuals(plain, noisy, clip: str):
     """Per device: (noise / reported scale) over every float coordinate, and the reports."""
     out = []
     for a, b in zip(plain, noisy, strict=True):

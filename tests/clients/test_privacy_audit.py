@@ -31,14 +31,14 @@ LDP_METRICS = {"ldp_epsilon", "ldp_delta", "ldp_scale", "ldp_sensitivity", "ldp_
 class Proxy(ClientProxy):
     """A registered client slot; the test carries its messages by hand."""
 
-    def get_properties(self, *a, **k): raise NotImplementedError  # noqa: ANN002, ANN003, ANN201, E704
-    def get_parameters(self, *a, **k): raise NotImplementedError  # noqa: ANN002, ANN003, ANN201, E704
-    def fit(self, *a, **k): raise NotImplementedError  # noqa: ANN002, ANN003, ANN201, E704
-    def evaluate(self, *a, **k): raise NotImplementedError  # noqa: ANN002, ANN003, ANN201, E704
-    def reconnect(self, *a, **k): raise NotImplementedError  # noqa: ANN002, ANN003, ANN201, E704
+    def get_properties(self, *a, **k): raise NotImplementedError
+    def get_parameters(self, *a, **k): raise NotImplementedError
+    def fit(self, *a, **k): raise NotImplementedError
+    def evaluate(self, *a, **k): raise NotImplementedError
+    def reconnect(self, *a, **k): raise NotImplementedError
 
 
-def fit_round(tmp_path, **overrides):  # noqa: ANN001, ANN003, ANN201
+def fit_round(tmp_path, **overrides):
     """One real fit round: (strategy, device logic, {client cid: (header meta, scopes)})."""
     torch.set_num_threads(1)
     cfg, st, logic = build(tmp_path, **overrides)
@@ -59,7 +59,7 @@ def fit_round(tmp_path, **overrides):  # noqa: ANN001, ANN003, ANN201
     return st, logic, captured
 
 
-def touched_rows(logic, d: int) -> np.ndarray:  # noqa: ANN001
+def touched_rows(logic, d: int) -> np.ndarray:
     """The rows FedMF declares: unique(positives + sampled negatives) of every local epoch."""
     rng, t = device_rng(logic.cfg.train.seed, 1, d, FIT), logic.cfg.train
     data = logic.fed.device(d)
@@ -93,7 +93,7 @@ def test_fedmf_uploads_only_the_touched_item_rows(tmp_path, ldp: str) -> None:
 
 
 def test_fedavg_uploads_dense_shared_parameters_and_no_item_ids(tmp_path) -> None:
-    st, logic, captured = fit_round(tmp_path, strategy="fedavg")
+    st, _, captured = fit_round(tmp_path, strategy="fedavg")
     shapes = {k: v.shape for k, v in st.global_arrays.items()}
     assert set(shapes) == {"item_emb.weight", "item_bias"}  # user_emb.weight is private
     for meta, scopes in captured.values():

@@ -24,7 +24,7 @@ def reply(d: int, idx: list[int], scale: float, seed: int, n: int = 10) -> Devic
     return DeviceReply(device_id=d, upload=up, num_examples=n)
 
 
-def strategies(tmp_path, defence: str, **extra):  # noqa: ANN201
+def strategies(tmp_path, defence: str, **extra):
     """(defended FedMF, plain FedMF) from the same seed; ground truth from attack=noise 10%."""
     _, defended, _ = build(tmp_path / "d", defence=defence, attack="noise", attack_fraction=0.1, **extra)
     _, plain, _ = build(tmp_path / "p")
@@ -36,7 +36,7 @@ def replies_with_outlier(outlier: int) -> list[DeviceReply]:
     return sorted(benign + [reply(outlier, [2, 3, 4], 50.0, 99)], key=lambda r: r.device_id)
 
 
-def truth(st) -> list[int]:  # noqa: ANN001
+def truth(st) -> list[int]:
     return sorted(st.truth)
 
 
@@ -78,7 +78,7 @@ def test_norm_bound_scales_whole_uploads_then_runs_the_protocols_mean(tmp_path) 
     ("trimmed-mean", lambda n, u: robust.trimmed_mean(n, u, beta=0.25)),
     ("hics", lambda n, u: robust.hics(n, u, row_bound=0.1, agg_bound=0.05, keep_fraction=0.5)),
 ])
-def test_row_defences_apply_the_robust_rule_per_table(tmp_path, defence: str, rule) -> None:  # noqa: ANN001
+def test_row_defences_apply_the_robust_rule_per_table(tmp_path, defence: str, rule) -> None:
     st, _ = strategies(tmp_path, defence, defence_beta=0.25)
     reps = replies_with_outlier(truth(st)[0])
     before = {k: v.copy() for k, v in st.global_arrays.items()}
@@ -113,7 +113,7 @@ def test_median_on_dense_parameters_is_flowers(tmp_path) -> None:
 
 
 def test_non_finite_uploads_are_dropped_and_counted(tmp_path) -> None:
-    st, plain = strategies(tmp_path, "median")
+    st, _ = strategies(tmp_path, "median")
     reps = [reply(0, [1, 2], 0.1, 0), reply(1, [1, 2], 0.1, 1), reply(2, [2, 3], 0.1, 2)]
     reps[2].upload[ITEM + ".val"][0, 0] = np.nan
     metrics = st.aggregate(1, reps)
