@@ -43,7 +43,7 @@ def tiny_fed(negatives: int = 4) -> LeaveOneOutData:
 def config(strategy: str, **extra):  # noqa: ANN201
     flat = {"strategy": strategy, "local-epochs": 2, "batch-size": 3, "num-negatives": 2,
             "embedding-dim": 4, "lr": 0.3, "pfedrec-lr-eta": 0.1, **extra}
-    return parse_run_config(flat, extra_keys={"pfedrec-*"})
+    return parse_run_config(flat, extra_keys={"pfedrec-*", "fedncf-*"})
 
 
 def make(cls, tmp_path, **extra):  # noqa: ANN001, ANN201
@@ -134,6 +134,21 @@ def test_fedncf_item_rows_per_row_mean_layers_weighted(tmp_path):
     assert st.global_arrays["item_gmf.weight"].ravel().tolist() == [2.0, 0.0, 6.0]
     assert st.global_arrays["item_mlp.weight"].ravel().tolist() == [1.0, 3.0, 1.0]
     assert st.global_arrays["out.bias"].tolist() == [1.0 + (3 * 4.0 + 1 * 0.0) / 4]
+
+
+def test_fedncf_item_tables_take_scaled_steps(tmp_path):
+    """One SGD step (one batch, one epoch): item-row changes scale with fedncf-item-lr-scale,
+    layer changes do not."""
+    one_step = {"batch-size": 1000, "local-epochs": 1}
+    st, base = make(FedNCF, tmp_path, **one_step, **{"fedncf-item-lr-scale": 1.0})
+    _, scaled = make(FedNCF, tmp_path, **one_step, **{"fedncf-item-lr-scale": 4.0})
+    assert scaled.lrs() == {"item_gmf.weight": 1.2, "item_mlp.weight": 1.2}
+    g = st.fit_broadcast(1)
+    a, b = base.fit(task(FIT, 0, g)), scaled.fit(task(FIT, 0, g))
+    for name in ("item_gmf.weight.val", "item_mlp.weight.val"):
+        assert np.abs(a.upload[name]).max() > 0
+        np.testing.assert_allclose(b.upload[name], 4.0 * a.upload[name], rtol=0, atol=1e-7)
+    np.testing.assert_array_equal(b.upload["mlp.0.weight"], a.upload["mlp.0.weight"])
 
 
 def test_pfedrec_mean_of_item_tables_over_participants(tmp_path):
