@@ -23,7 +23,13 @@ import numpy as np
 from clients.c3drec_device import CAND, CAND_EMB, C3DRecDevice, c3drec_options
 from clients.device import Arrays
 from fedrec.c3drec.config import C3DRecConfig
-from fedrec.c3drec.pipeline import GlobalModel, candidates, item_table, model_payload, pretrain_global
+from fedrec.c3drec.pipeline import (
+    GlobalModel,
+    candidates,
+    item_table,
+    model_payload,
+    pretrain_global,
+)
 from fedrec.c3drec.sparsify import KINDS, encode_tensors, raw_nbytes, sparsity
 from fedrec.c3drec.timeline import TimelineData, build_timeline
 from fedrec.config import DataConfig, RunConfig

@@ -25,7 +25,8 @@ Masks = dict[str, torch.Tensor]  # parameter name -> bool tensor (True = kept)
 
 @dataclass(frozen=True)
 class AGPSchedule:
-    """Eq. 4: from ``initial`` sparsity at epoch ``start`` to ``final`` at ``start + steps * every``.
+    """Eq. 4: from ``initial`` sparsity at epoch ``start`` to ``final`` at
+    ``start + steps * every``.
 
     ``steps`` (n) pruning events after the first, ``every`` (dt) epochs apart.
     ``final = 0`` disables pruning.
@@ -64,7 +65,8 @@ def agp_grid(s: AGPSchedule) -> list[tuple[float, float]]:
             for k in range(s.steps + 1)]
 
 
-def level_mask(weight: torch.Tensor, sparsity: float, mask: torch.Tensor | None = None) -> torch.Tensor:
+def level_mask(weight: torch.Tensor, sparsity: float,
+               mask: torch.Tensor | None = None) -> torch.Tensor:
     """Bool mask (True = kept) pruning ``floor(sparsity * numel)`` entries of ``weight``.
 
     Entries already pruned by ``mask`` go first, then the smallest ``|w|``; equal magnitudes
@@ -101,7 +103,8 @@ def prune(model: nn.Module, masks: Masks, sparsity: float, names: Iterable[str])
 
 
 @torch.no_grad()
-def apply_masks(model: nn.Module, masks: Mapping[str, torch.Tensor], trainable_only: bool = False) -> None:
+def apply_masks(model: nn.Module, masks: Mapping[str, torch.Tensor],
+                trainable_only: bool = False) -> None:
     """Zero the pruned entries of every masked parameter (``trainable_only``: of those that
     require grad; frozen ones cannot change), in place."""
     params = dict(model.named_parameters())

@@ -23,7 +23,8 @@ import scipy.sparse as sp
 from fedrec.errors import ConfigError
 
 
-def binary_matrix(users: np.ndarray, items: np.ndarray, n_users: int, n_items: int) -> sp.csr_matrix:
+def binary_matrix(users: np.ndarray, items: np.ndarray, n_users: int,
+                  n_items: int) -> sp.csr_matrix:
     """Binary csr [n_users, n_items] with a 1 at every (user, item) pair (duplicates once)."""
     m = sp.csr_matrix((np.ones(len(users)), (np.asarray(users), np.asarray(items))),
                       shape=(n_users, n_items))

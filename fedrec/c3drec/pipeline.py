@@ -25,8 +25,8 @@ from fedrec.c3drec.train import (
     SparseSpec,
     TrainResult,
     make_model,
+    next_click_events,
     rank_metrics_topk,
-    test_events,
     topk_among,
     train,
     user_embeddings,
@@ -95,7 +95,8 @@ def model_payload(g: GlobalModel, kind: str, prefix: str = "m.") -> Arrays:
     return encode_tensors(arrays, kind, masks, prefix)
 
 
-def read_model(payload: Mapping[str, np.ndarray], prefix: str = "m.") -> tuple[Arrays, dict[str, np.ndarray]]:
+def read_model(payload: Mapping[str, np.ndarray],
+               prefix: str = "m.") -> tuple[Arrays, dict[str, np.ndarray]]:
     """Decode a model download: (arrays, keep-masks of the sparsely encoded tensors)."""
     arrays, keep = decode_tensors(payload, prefix)
     return arrays, {n: m for n, m in keep.items() if not m.all()}
@@ -143,14 +144,15 @@ def device_topk(model: GRU4Rec, sessions: Sequence[np.ndarray], c: C3DRecConfig,
                 cand: np.ndarray, cand_emb: np.ndarray | None = None) -> dict[str, np.ndarray]:
     """Top-K over the candidates (with ``cand_emb``, default the model's own rows) and over all
     items, for every test event of ``sessions``; plus the targets and user embeddings."""
-    hist, targets = test_events(sessions, c.max_len)
+    hist, targets = next_click_events(sessions, c.max_len)
     u = user_embeddings(model, hist, spec)                            # [E, H]
     v = model.item_embeddings().detach().numpy()
     v = threshold(v, spec.gamma) if spec.mode == "pull" else v
     emb = v[cand] if cand_emb is None else cand_emb
     all_items = np.arange(v.shape[0])
     return {"targets": targets, "user_emb": u,
-            "topk": topk_among(u, emb, cand, c.topk), "topk_all": topk_among(u, v, all_items, c.topk)}
+            "topk": topk_among(u, emb, cand, c.topk),
+            "topk_all": topk_among(u, v, all_items, c.topk)}
 
 
 def cloud_topk(u: np.ndarray, g: GlobalModel, cand: np.ndarray, k: int) -> np.ndarray:
@@ -161,15 +163,17 @@ def cloud_topk(u: np.ndarray, g: GlobalModel, cand: np.ndarray, k: int) -> np.nd
 def metrics(topk: np.ndarray, topk_all: np.ndarray, targets: np.ndarray, k: int,
             group: str) -> dict[str, float]:
     """Device-level Recall@K / MRR@K over candidates and over all items, overall and for the
-    user's group (``old``/``new``), plus event and hit counts (micro averages)."""
+    user's group (``old``/``new``), plus event, hit and reciprocal-rank sums (for event-level
+    averages: mean over devices of the sums, divided by the mean of the event counts)."""
     if len(targets) == 0:
         return {}
-    out: dict[str, float] = {"test_events": float(len(targets))}
-    for scope, top in (("", topk), ("all_", topk_all)):
-        m = rank_metrics_topk(top, targets, k)
-        out[f"test_{scope}hits@{k}"] = float(m["hit"].sum())
-        out[f"test_{scope}rrsum@{k}"] = float(m["rr"].sum())
-        for g in ("", f"{group}_"):
+    out: dict[str, float] = {}
+    for g in ("", f"{group}_"):
+        out[f"test_{g}events"] = float(len(targets))
+        for scope, top in (("", topk), ("all_", topk_all)):
+            m = rank_metrics_topk(top, targets, k)
+            out[f"test_{g}{scope}hits@{k}"] = float(m["hit"].sum())
+            out[f"test_{g}{scope}rrsum@{k}"] = float(m["rr"].sum())
             out[f"test_{g}{scope}recall@{k}"] = float(m["hit"].mean())
             out[f"test_{g}{scope}mrr@{k}"] = float(m["rr"].mean())
     return out

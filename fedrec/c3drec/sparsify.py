@@ -12,8 +12,8 @@ kind       arrays                                                               
 =========  ====================================================================  ==========
 dense      ``val`` float32, the tensor as is                                       4 R C
 coo        ``shape`` int64, ``idx`` uint32 flat indices, ``val`` float32 [nnz]       8 nnz
-csr        ``shape``, ``cnt`` kept per row, ``col`` column ids, ``val`` [nnz]         R b + nnz (b + 4)
-bitmap     ``shape``, ``bits`` packed keep-mask (C/8 bytes per row), ``val`` [nnz]     R C / 8 + 4 nnz
+csr        ``shape``, ``cnt`` kept per row, ``col`` column ids, ``val`` [nnz]   R b + nnz (b + 4)
+bitmap     ``shape``, ``bits`` packed keep-mask (C/8 bytes a row), ``val`` [nnz]  R C / 8 + 4 nnz
 =========  ====================================================================  ==========
 
 ``cnt``/``col`` use the smallest unsigned type that holds ``cols`` (b = 1, 2 or 4 bytes).
@@ -62,7 +62,8 @@ def _uint_for(n: int) -> type:
     return np.uint64
 
 
-def encode(x: np.ndarray, kind: str = "auto", keep: np.ndarray | None = None) -> dict[str, np.ndarray]:
+def encode(x: np.ndarray, kind: str = "auto",
+           keep: np.ndarray | None = None) -> dict[str, np.ndarray]:
     """Encode ``x`` (float32) keeping the entries where ``keep`` (default ``x != 0``)."""
     x = np.ascontiguousarray(x, dtype=np.float32)
     if kind == "auto":

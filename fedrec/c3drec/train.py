@@ -129,7 +129,8 @@ def step_states(model: GRU4Rec, inp: torch.Tensor) -> torch.Tensor:
     return states
 
 
-def travelling(model: GRU4Rec, u: torch.Tensor, spec: SparseSpec) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+def travelling(model: GRU4Rec, u: torch.Tensor,
+               spec: SparseSpec) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """(user embeddings, item embeddings, L1 term) after the sparse layer of ``spec.mode``."""
     v = model.item_embeddings()
     l1 = u.new_zeros(())
@@ -196,8 +197,8 @@ def train(model: GRU4Rec, sessions: Sequence[np.ndarray], spec: TrainSpec, spars
             inp, tgt = pad_pieces([ps[i] for i in idx])
             neg = (torch.from_numpy(rng.integers(0, model.n_items, spec.negatives))
                    if spec.negatives > 0 else None)
-            loss, raw = batch_loss(model, inp, tgt, SparseSpec(sparse.mode, res.gamma, sparse.lasso),
-                                   neg)
+            step = SparseSpec(sparse.mode, res.gamma, sparse.lasso)
+            loss, raw = batch_loss(model, inp, tgt, step, neg)
             opt.zero_grad(set_to_none=True)
             loss.backward()
             mask_gradients(model, res.masks)
@@ -262,7 +263,8 @@ class _Scheduler:
 
 
 # --------------------------------------------------------------------------- evaluation
-def next_click_events(sessions: Sequence[np.ndarray], max_len: int) -> tuple[torch.Tensor, np.ndarray]:
+def next_click_events(sessions: Sequence[np.ndarray],
+                      max_len: int) -> tuple[torch.Tensor, np.ndarray]:
     """Histories LongTensor [E, max_len] (left-padded) and targets int64 [E] of the sessions."""
     hist, tgt = [], []
     for s in sessions:

@@ -7,7 +7,14 @@ from typing import Any
 
 import numpy as np
 import torch
-from flwr.common import Code, EvaluateRes, FitRes, Status, ndarrays_to_parameters, parameters_to_ndarrays
+from flwr.common import (
+    Code,
+    EvaluateRes,
+    FitRes,
+    Status,
+    ndarrays_to_parameters,
+    parameters_to_ndarrays,
+)
 from flwr.server.client_manager import SimpleClientManager
 from flwr.server.client_proxy import ClientProxy
 
@@ -44,7 +51,8 @@ def build(tmp_path: Any, data: Dataset | None = None, **overrides: Any) -> tuple
     if data is None:
         fed = cls.prepare_data(cfg)
     else:
-        fed = build_timeline(data, c3drec_options(cfg).timeline(cfg.data.seed, cfg.data.max_devices))
+        tcfg = c3drec_options(cfg).timeline(cfg.data.seed, cfg.data.max_devices)
+        fed = build_timeline(data, tcfg)
     return cfg, cls(cfg=cfg, fed=fed, recorder=RunRecorder(tmp_path)), cls.device_cls(cfg, fed)
 
 

@@ -84,6 +84,6 @@ def test_named_tensors_round_trip_and_ignore_other_keys() -> None:
     payload["gamma"] = np.array([0.5])
     got, masks = decode_tensors(payload, "m.")
     assert set(got) == set(tensors)
-    for n in tensors:
-        np.testing.assert_array_equal(got[n], tensors[n])
+    for n, t in tensors.items():
+        np.testing.assert_array_equal(got[n], t)
     assert masks["gru.weight_ih_l0"].sum() == 3

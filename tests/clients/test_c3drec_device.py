@@ -32,7 +32,7 @@ def pull(tmp_path_factory):  # noqa: ANN001, ANN201
 
 
 def test_pull_fit_uploads_nothing_and_keeps_a_small_personal_state(pull) -> None:  # noqa: ANN001
-    cfg, st, logic = pull
+    _, st, logic = pull
     d = first_with_test(logic)
     r = logic.fit(task(st, d, FIT))
     assert r.upload == {} and r.status == "ok" and r.num_examples > 0 and r.flops > 0
@@ -51,7 +51,7 @@ def test_pull_fit_uploads_nothing_and_keeps_a_small_personal_state(pull) -> None
 
 
 def test_pull_evaluation_scores_the_stored_lists(pull) -> None:  # noqa: ANN001
-    cfg, st, logic = pull
+    _, st, logic = pull
     d = first_with_test(logic)
     state = logic.fit(task(st, d, FIT)).state
     m = logic.evaluate(task(st, d, EVALUATE, state)).metrics
@@ -66,7 +66,7 @@ def test_pull_evaluation_scores_the_stored_lists(pull) -> None:  # noqa: ANN001
 
 
 def test_second_round_continues_from_the_stored_delta(pull) -> None:  # noqa: ANN001
-    cfg, st, logic = pull
+    _, st, logic = pull
     d = first_with_test(logic)
     first = logic.fit(task(st, d, FIT))
     again = logic.fit(task(st, d, FIT, first.state))

@@ -51,8 +51,10 @@ def same_message(a: list[np.ndarray], b: list[np.ndarray]) -> bool:
 
 def test_the_shuffle_changes_private_clicks_only(runs) -> None:  # noqa: ANN001
     (_, a, _), (_, b, _) = runs["push", "orig"], runs["push", "private-changed"]
-    changed = [d for d in range(a.fed.n_devices)
-               if [s.tolist() for s in a.fed.device(d).train] != [s.tolist() for s in b.fed.device(d).train]]
+    def train(logic, d: int) -> list[list[int]]:  # noqa: ANN001
+        return [s.tolist() for s in logic.fed.device(d).train]
+
+    changed = [d for d in range(a.fed.n_devices) if train(a, d) != train(b, d)]
     assert len(changed) >= a.fed.n_devices // 2
     assert a.fed.cloud_pre.items.tolist() == b.fed.cloud_pre.items.tolist()
 
@@ -66,7 +68,7 @@ def test_everything_the_cloud_sends_ignores_post_t_device_clicks(runs, mode: str
 
 
 def test_pull_devices_upload_nothing(runs) -> None:  # noqa: ANN001
-    st, logic, r = runs["pull", "orig"]
+    _, logic, r = runs["pull", "orig"]
     seen = 0
     for nd in r["fit_res"].values():
         meta, sc = scopes(nd)
@@ -75,12 +77,11 @@ def test_pull_devices_upload_nothing(runs) -> None:  # noqa: ANN001
             assert set(rep) == REPORT_KEYS and set(rep["metrics"]) <= {"loss"}
             seen += 1
     assert seen == logic.fed.n_devices
-    assert runs["pull", "orig"][2]["fit_res"].keys() == runs["pull", "private-changed"][2]["fit_res"].keys()
 
 
 def test_push_devices_upload_only_sparsified_user_embeddings(runs) -> None:  # noqa: ANN001
     st, logic, r = runs["push", "orig"]
-    _, logic2, r2 = runs["push", "private-changed"]
+    _, _, r2 = runs["push", "private-changed"]
     H, gamma, uploads, differ = logic.c3.hidden_dim, st.gm.gamma, 0, 0
     assert gamma > 0
     for cid, nd in r["fit_res"].items():
@@ -99,7 +100,8 @@ def test_push_devices_upload_only_sparsified_user_embeddings(runs) -> None:  # n
                            "cnt": a.size == n_events and a.max(initial=0) <= H,
                            "col": a.max(initial=0) < H, "idx": a.max(initial=0) < u.size}
                 assert allowed[field]
-            differ += not np.array_equal(u, decode_tensors(sc2[dev])[0]["uemb"]) if dev in sc2 else 1
+            other = decode_tensors(sc2.get(dev, {}))[0].get("uemb")
+            differ += other is None or not np.array_equal(u, other)
             uploads += 1
     assert uploads == sum(bool(logic.fed.test.of(d)) for d in range(logic.fed.n_devices))
     assert differ > 0
@@ -109,12 +111,13 @@ def test_push_devices_upload_only_sparsified_user_embeddings(runs) -> None:  # n
 def test_evaluation_messages_and_reports(runs, mode: str) -> None:  # noqa: ANN001
     st, logic, r = runs[mode, "orig"]
     for cid, nd in r["eval_ins"].items():
-        meta, sc = scopes(nd)
+        _, sc = scopes(nd)
         assert "*" not in sc                                              # no broadcast
         for dev, arrays in sc.items():
             assert mode == "push" and set(arrays) == {"topk"} and arrays["topk"].dtype == np.int32
             assert arrays["topk"].shape[1] == logic.c3.topk
-            assert set(arrays["topk"][arrays["topk"] >= 0].tolist()) <= set(st.cands[int(dev)].tolist())
+            ids = arrays["topk"][arrays["topk"] >= 0]
+            assert set(ids.tolist()) <= set(st.cands[int(dev)].tolist())
         res = json.loads(r["eval_res"][cid]["devices"])
         for rep in res.values():
             assert set(rep) == REPORT_KEYS and rep["n"] == 0
