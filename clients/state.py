@@ -50,6 +50,10 @@ class DeviceStateStore:
             content = self._read(shard)
             content.update(updates)
             tmp = self._path(shard).with_suffix(f".tmp{os.getpid()}")
-            with tmp.open("wb") as fh:
-                pickle.dump(content, fh, protocol=pickle.HIGHEST_PROTOCOL)
-            os.replace(tmp, self._path(shard))
+            try:
+                with tmp.open("wb") as fh:
+                    pickle.dump(content, fh, protocol=pickle.HIGHEST_PROTOCOL)
+                os.replace(tmp, self._path(shard))
+            except BaseException:
+                tmp.unlink(missing_ok=True)  # never leave a half-written shard behind
+                raise

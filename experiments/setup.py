@@ -75,7 +75,7 @@ def resolve(flat: Mapping[str, Any]) -> tuple[RunConfig, type[DeviceStrategy]]:
 
 def run_dir_for(cfg: RunConfig) -> Path:
     name = cfg.output.run_name or (
-        f"{cfg.strategy.replace(':', '.')}-{cfg.data.dataset}-"
+        f"{cfg.strategy.replace(':', '.')}-{Path(cfg.data.dataset).name}-"
         f"{datetime.now(timezone.utc).strftime('%Y%m%dT%H%M%S')}"
     )
     return Path(cfg.output.output_dir).expanduser().resolve() / name

@@ -95,6 +95,7 @@ class DeviceStrategy(Strategy):
         self.totals: dict[int, dict[str, float]] = defaultdict(lambda: defaultdict(float))
         self.log = RoundLog(num_rounds=cfg.train.num_rounds)
         self._sent: dict[str, list[int]] = {}
+        self._waited = False
 
     # ------------------------------------------------------------------ device-level hooks
     @classmethod
@@ -206,8 +207,10 @@ class DeviceStrategy(Strategy):
         return out
 
     def _proxies(self, client_manager: ClientManager) -> list[ClientProxy]:
-        if client_manager.num_available() < self.expected_clients:
+        # Nodes register after the ServerApp starts: wait for all of them, once per run.
+        if not self._waited and client_manager.num_available() < self.expected_clients:
             client_manager.wait_for(self.expected_clients, timeout=120)
+        self._waited = True
         proxies = sorted(client_manager.all().values(), key=lambda p: p.cid)
         if len(proxies) < self.expected_clients:
             log(30, "only %d of %d Flower clients registered; cohorts are merged",

@@ -86,8 +86,9 @@ class RoundLog:
         return rec
 
     def summary(self, select_metric: str) -> dict[str, Any]:
-        evals = [r for r in self.records if select_metric in r]
-        best = max(evals, key=lambda r: r[select_metric], default=None)
+        evals = [r for r in self.records if any(k.startswith("test_") for k in r)]
+        ranked = [r for r in evals if select_metric in r]
+        best = max(ranked, key=lambda r: r[select_metric], default=None)
         final = evals[-1] if evals else {}
         test_keys = lambda r: {k: v for k, v in r.items() if k.startswith(("test_", "valid_"))}  # noqa: E731
         return {
