@@ -25,12 +25,11 @@ class LocalTrainConfig:
     num_negatives: int
 
 
-def sample_train_negatives(positives: np.ndarray, n_items: int, k: int,
+def sample_train_negatives(exclude: np.ndarray, n_items: int, need: int,
                            rng: np.random.Generator) -> np.ndarray:
-    """k items per positive that the user never interacted with (in training). int64 [P*k]."""
-    need = len(positives) * k
+    """``need`` items (with replacement) outside ``exclude``. int64 [need]."""
     seen = np.zeros(n_items, dtype=bool)
-    seen[positives] = True
+    seen[exclude] = True
     if seen.all():
         raise ValueError(f"device interacted with all {n_items} items: no negatives to sample")
     out = np.empty(0, dtype=np.int64)
@@ -42,9 +41,15 @@ def sample_train_negatives(positives: np.ndarray, n_items: int, k: int,
 
 def local_examples(data: DeviceData, n_items: int, k: int,
                    rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
-    """Pointwise examples for one epoch: items int64 [P*(1+k)], labels float32 [P*(1+k)]."""
+    """Pointwise examples for one epoch: items int64 [P*(1+k)], labels float32 [P*(1+k)].
+
+    Negatives avoid every item the user interacted with, its held-out validation and test
+    items included (as He et al. 2017 and the PFedRec authors sample): a device never trains
+    its own held-out item as a negative. The device owns those items, so nothing leaks.
+    """
     pos = np.unique(data.train_items)
-    neg = sample_train_negatives(pos, n_items, k, rng)
+    held = [i for i in (data.valid_item, data.test_item) if i >= 0]
+    neg = sample_train_negatives(np.union1d(pos, held).astype(np.int64), n_items, len(pos) * k, rng)
     items = np.concatenate([pos, neg])
     labels = np.concatenate([np.ones(len(pos), np.float32), np.zeros(len(neg), np.float32)])
     order = rng.permutation(len(items))
