@@ -23,6 +23,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from clients.attacks.population import n_malicious
 from experiments.plain_loop import plain_loop
 from experiments.setup import effective_config, resolve
@@ -151,38 +153,59 @@ def write_markdown(path: Path, rows: list[dict[str, Any]], attacks: tuple[str, .
 
 def heatmap(path: Path, rows: list[dict[str, Any]], attacks: tuple[str, ...],
             defences: tuple[str, ...], fractions: tuple[float, ...]) -> None:
-    """ER@10 (targeted attacks) and benign HR@10 per attack x defence, one column per fraction."""
+    """Per fraction: ER@10 of the targeted attacks, and benign HR@10 minus the clean run's
+    (no attack, no defence), attack x defence."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
-    import numpy as np
 
     get = {(r["attack"], r["defence"], float(r["fraction"])): r for r in rows}
+    clean = _val(get.get(("none", "none", 0.0), {}), "test_hr@10")
     targeted = [a for a in attacks if a not in UNTARGETED_ATTACKS]
     fig, axes = plt.subplots(2, len(fractions), figsize=(4.2 * len(fractions), 7.5), squeeze=False)
     for j, f in enumerate(fractions):
-        for i, (metric, names, cmap) in enumerate((("er@10", targeted, "Reds"),
-                                                    ("test_hr@10", list(attacks), "Blues"))):
+        for i, (metric, names) in enumerate((("er@10", targeted), ("test_hr@10", list(attacks)))):
             m = np.array([[_val(get.get((a, d, 0.0 if a == "none" else f), {}), metric)
                            for d in defences] for a in names])
-            ax = axes[i, j]
-            top = 1.0 if metric == "er@10" else max(float(np.nanmax(m, initial=0.0)), 1e-9)
-            ax.imshow(m, cmap=cmap, vmin=0, vmax=top)
-            ax.set_xticks(range(len(defences)), defences, rotation=45, ha="right", fontsize=8)
-            ax.set_yticks(range(len(names)), names, fontsize=8)
-            ax.set_title(f"{metric}, {f:.1%} malicious", fontsize=9)
-            for (y, x), v in np.ndenumerate(m):
-                ax.text(x, y, "" if math.isnan(v) else f"{v:.2f}", ha="center", va="center", fontsize=7,
-                        color="white" if not math.isnan(v) and v > 0.6 * top else "black")
+            if metric == "er@10":
+                lo, hi, cmap, title = 0.0, 1.0, "Reds", f"ER@10, {f:.1%} malicious"
+            else:
+                m = m - clean
+                hi = max(0.02, float(np.nanmax(np.abs(m), initial=0.0)))
+                lo, cmap, title = -hi, "RdBu", f"HR@10 - clean ({clean:.3f}), {f:.1%} malicious"
+            _panel(axes[i, j], m, names, defences, (lo, hi), cmap, title)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
 
 
+def _panel(ax: Any, m: Any, names: list[str], defences: tuple[str, ...],
+           limits: tuple[float, float], cmap: str, title: str) -> None:
+    ax.imshow(m, cmap=cmap, vmin=limits[0], vmax=limits[1])
+    ax.set_xticks(range(len(defences)), defences, rotation=45, ha="right", fontsize=8)
+    ax.set_yticks(range(len(names)), names, fontsize=8)
+    ax.set_title(title, fontsize=9)
+    for (y, x), v in np.ndenumerate(m):
+        dark = not math.isnan(v) and abs(v) > 0.6 * limits[1]
+        ax.text(x, y, "" if math.isnan(v) else f"{v:+.2f}" if limits[0] < 0 else f"{v:.2f}",
+                ha="center", va="center", fontsize=7, color="white" if dark else "black")
+
+
 def _val(row: dict[str, Any], metric: str) -> float:
     v = row.get(metric)
     return float("nan") if v is None or v == "" else float(v)
+
+
+def code_version() -> str:
+    """``git describe --always --dirty`` of the repository (the numbers depend on the code)."""
+    import subprocess
+
+    try:
+        return subprocess.run(["git", "describe", "--always", "--dirty"], cwd=ROOT, text=True,
+                              capture_output=True, check=True).stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        return "unknown"
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -222,7 +245,7 @@ def main(argv: list[str] | None = None) -> None:
         print(" ".join(f"{k}={row[k]}" for k in COLUMNS), flush=True)
     rows = read_rows(out / "results.csv")
     header = (f"FedMF on {a.dataset} (max-devices {base['max-devices'] or 'all'}), {rounds} rounds, "
-              f"k={a.targets} target item(s); plain loop; commit the README table from this file.")
+              f"k={a.targets} target item(s); plain loop; code {code_version()}.")
     write_markdown(out / "results.md", rows, attacks, defences, fractions, header)
     heatmap(out / "heatmap.png", rows, attacks, defences, fractions)
     print(f"wrote {out / 'results.csv'}, {out / 'results.md'}, {out / 'heatmap.png'}")

@@ -19,6 +19,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from experiments.bench_attacks import code_version
 from experiments.plain_loop import plain_loop
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -35,9 +36,16 @@ def run_point(base: dict[str, Any], mechanism: str, eps: float, bound: float, ou
     t0 = time.perf_counter()
     recs = plain_loop(ov, str(out / "runs" / f"{mechanism}-{eps}"), verbose=False)
     return {"dataset": base["dataset"], "mechanism": mechanism, "epsilon": eps,
-            "total_epsilon": recs[-1].get("agg_ldp_max_epsilon", float("nan")),
+            "total_epsilon": total_epsilon(recs[-1]),
             "test_hr@10": recs[-1]["test_hr@10"], "test_ndcg@10": recs[-1]["test_ndcg@10"],
             "rounds": len(recs), "wall_s": round(time.perf_counter() - t0, 1)}
+
+
+def total_epsilon(last: dict[str, Any]) -> float:
+    """Worst device's total after the run: inf when any device uploaded without noise."""
+    if "agg_ldp_max_epsilon" not in last:
+        return float("nan")
+    return math.inf if last.get("agg_ldp_unprotected", 0.0) > 0 else last["agg_ldp_max_epsilon"]
 
 
 def read_rows(path: Path) -> list[dict[str, Any]]:
@@ -109,7 +117,8 @@ def main(argv: list[str] | None = None) -> None:
             w.writerow(row)
         print(row, flush=True)
     header = (f"FedMF on {a.dataset} (max-devices {base['max-devices'] or 'all'}), {a.rounds} rounds, "
-              f"upload clipped to L2 <= {a.bound}, every device at the same epsilon per round")
+              f"upload clipped to L2 <= {a.bound}, every device at the same epsilon per round; "
+              f"code {code_version()}")
     write_outputs(out, read_rows(path), header)
     print(f"wrote {out / 'results.md'}, {out / 'curve.png'}")
 
