@@ -1,8 +1,9 @@
-"""Attack x defence x malicious-fraction benchmark of FedMF (issue 5, section 5).
+"""Attack x defence x malicious-fraction benchmark of FedMF (or --strategy; issue 5, section 5).
 
     python -m experiments.bench_attacks --quick                 # synthetic, a few minutes
     python -m experiments.bench_attacks --dataset ml-1m         # the full matrix on ML-1M
     python -m experiments.bench_attacks --dataset ml-1m --attacks pipattack --defences none median
+    python -m experiments.bench_attacks --quick --strategy fedncf --attacks none pipattack --fractions 0.05
 
 Every cell is one FedMF run in the plain loop (experiments.plain_loop: the devices' and the
 cloud's work without Flower; tests/experiments/test_threats_flower.py checks that a Flower
@@ -212,6 +213,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--quick", action="store_true", help="synthetic, 300 devices, small matrix")
     p.add_argument("--dataset", default="synthetic")
+    p.add_argument("--strategy", default="fedmf", help="any strategy uploading SparseRows item rows")
     p.add_argument("--max-devices", type=int, default=0)
     p.add_argument("--rounds", type=int, default=0, help="0 = 10 (quick) / 20")
     p.add_argument("--attacks", nargs="*", default=None)
@@ -231,10 +233,11 @@ def main(argv: list[str] | None = None) -> None:
     defences = tuple(a.defences or (QUICK_DEFENCES if a.quick else ALL_DEFENCES))
     fractions = tuple(a.fractions)
     rounds = a.rounds or (10 if a.quick else 20)
-    base = {"strategy": "fedmf", "dataset": a.dataset, "num-rounds": rounds, "eval-every": 0,
+    base = {"strategy": a.strategy, "dataset": a.dataset, "num-rounds": rounds, "eval-every": 0,
             "quiet": True, "attack-targets": a.targets,
             "max-devices": a.max_devices or (300 if a.quick else 0)}
-    out = Path(a.out or ROOT / "runs" / f"bench_attacks-{a.dataset}{'-quick' if a.quick else ''}")
+    tag = f"{a.strategy}-{a.dataset}{'-quick' if a.quick else ''}".removeprefix("fedmf-")
+    out = Path(a.out or ROOT / "runs" / f"bench_attacks-{tag}")
     out.mkdir(parents=True, exist_ok=True)
     done = {(r["attack"], r["defence"], float(r["fraction"])) for r in read_rows(out / "results.csv")}
     for attack, defence, f in cells(attacks, defences, fractions):
@@ -244,7 +247,7 @@ def main(argv: list[str] | None = None) -> None:
         append_row(out / "results.csv", row)
         print(" ".join(f"{k}={row[k]}" for k in COLUMNS), flush=True)
     rows = read_rows(out / "results.csv")
-    header = (f"FedMF on {a.dataset} (max-devices {base['max-devices'] or 'all'}), {rounds} rounds, "
+    header = (f"{a.strategy} on {a.dataset} (max-devices {base['max-devices'] or 'all'}), {rounds} rounds, "
               f"k={a.targets} target item(s); plain loop; code {code_version()}.")
     write_markdown(out / "results.md", rows, attacks, defences, fractions, header)
     heatmap(out / "heatmap.png", rows, attacks, defences, fractions)
