@@ -3,7 +3,7 @@
     python -m experiments.bench_attacks --quick                 # synthetic, a few minutes
     python -m experiments.bench_attacks --dataset ml-1m         # the full matrix on ML-1M
     python -m experiments.bench_attacks --dataset ml-1m --attacks pipattack --defences none median
-    python -m experiments.bench_attacks --quick --strategy fedncf --attacks none pipattack --fractions 0.05
+    python -m experiments.bench_attacks --quick --strategy fedncf --fractions 0.05
 
 Every cell is one FedMF run in the plain loop (experiments.plain_loop: the devices' and the
 cloud's work without Flower; tests/experiments/test_threats_flower.py checks that a Flower
