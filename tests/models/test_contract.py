@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import time
 
 import pytest
 import torch
@@ -91,14 +90,10 @@ def test_overfits_a_handful_of_examples(case: str, one_thread: None) -> None:
         opt.step()
 
     first = model.loss(b).item()
-    step()  # the first Adam step pays one-off lazy initialisation; keep it out of the timing
-    start = time.perf_counter()
-    for _ in range(199):
+    for _ in range(200):
         step()
-    elapsed = time.perf_counter() - start
     assert first > 0.3
     assert model.loss(b).item() < 0.02
-    assert elapsed < 2.0
 
 
 def test_registry_names_and_unknown_name() -> None:
