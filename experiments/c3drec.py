@@ -99,24 +99,35 @@ def setup(base: dict[str, Any]) -> tuple[Any, Any, Any, list[np.ndarray]]:
     return cfg, data, c3, candidates(data, c3)
 
 
-def table2(base: dict[str, Any], out: Path, personal_epochs: int) -> dict[str, Any]:
-    """Table 2: both C3DRec modes, C3DRec without compression, and the three baselines."""
+ROWS = ("pull", "push", "plain", "global", "gp", "personal")
+
+
+def table2(base: dict[str, Any], out: Path, personal_epochs: int,
+           only: tuple[str, ...] = ROWS) -> dict[str, Any]:
+    """Table 2: both C3DRec modes, C3DRec without compression, and the three baselines
+    (``only``: the row tags to compute)."""
     rows: dict[str, Any] = {}
     for name, tag, extra in (("C3DRec pull", "pull", {"strategy": "c3drec-pull"}),
                              ("C3DRec push", "push", {"strategy": "c3drec-push"}),
                              ("C3DRec (no AGP, no emb. sparsity)", "plain",
                               {"strategy": "c3drec-pull", **PLAIN})):
-        rows[name] = run_protocol({**base, **extra}, out / f"table2_{tag}")
-        log(name, rows[name]["scores"])
+        if tag in only:
+            rows[name] = run_protocol({**base, **extra}, out / f"table2_{tag}")
+            log(name, rows[name]["scores"])
+    if not {"global", "gp", "personal"} & set(only):
+        return rows
     cfg, data, c3, cands = setup({**base, **PLAIN})
     seed, epochs = cfg.train.seed, cfg.train.local_epochs * cfg.train.num_rounds
-    t0 = time.perf_counter()
-    g, scores = B.only_global(data, cands, c3, seed)
-    rows["Only Global (GRU4Rec)"] = timed(scores, t0)
-    t0 = time.perf_counter()
-    rows["Global + Personal"] = timed(B.personal_pass(data, g, cands, c3, seed, epochs), t0)
-    t0 = time.perf_counter()
-    rows["Only Personal"] = timed(B.only_personal(data, cands, c3, seed, personal_epochs), t0)
+    if {"global", "gp"} & set(only):
+        t0 = time.perf_counter()
+        g, scores = B.only_global(data, cands, c3, seed)
+        rows["Only Global (GRU4Rec)"] = timed(scores, t0)
+        if "gp" in only:
+            t0 = time.perf_counter()
+            rows["Global + Personal"] = timed(B.personal_pass(data, g, cands, c3, seed, epochs), t0)
+    if "personal" in only:
+        t0 = time.perf_counter()
+        rows["Only Personal"] = timed(B.only_personal(data, cands, c3, seed, personal_epochs), t0)
     return rows
 
 
@@ -205,8 +216,14 @@ def kb(n: float) -> str:
     return f"{n / 1024:.1f} KB" if n < 2**20 else f"{n / 2**20:.2f} MB"
 
 
-def save(rows: dict[str, Any], out: Path, name: str, title: str, meta: dict[str, Any]) -> None:
+def save(rows: dict[str, Any], out: Path, name: str, title: str, meta: dict[str, Any],
+         merge: bool = False) -> None:
+    """Write json/md/png; ``merge``: update the rows of an existing result (order kept)."""
     out.mkdir(parents=True, exist_ok=True)
+    if merge and (out / f"{name}.json").is_file():
+        old = json.loads((out / f"{name}.json").read_text())
+        rows = {**old["rows"], **rows}
+        meta = {**meta, "merged_into": old["meta"]}
     atomic_write(out / f"{name}.json", dumps({"meta": meta, "rows": rows}))
     text = markdown(rows, title) + "\n" + cost_markdown(rows)
     atomic_write(out / f"{name}.md", text)
@@ -228,6 +245,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--values", default="", help="comma-separated sweep values")
     p.add_argument("--personal-epochs", type=int, default=10, help="Only Personal's epochs")
     p.add_argument("--out", default="runs/c3drec")
+    p.add_argument("--rows", default=",".join(ROWS),
+                   help=f"table2 rows to compute ({','.join(ROWS)}); merged into an existing "
+                        "table2.json")
     return p.parse_args(argv)
 
 
@@ -238,7 +258,9 @@ def main(argv: list[str] | None = None) -> int:
     out = Path(args.out) / Path(args.run_config).stem
     meta = {"run_config": args.run_config, "base": base, "started": time.strftime("%FT%T")}
     if args.experiment == "table2":
-        save(table2(base, out, args.personal_epochs), out, "table2", "Table 2", meta)
+        only = tuple(args.rows.split(","))
+        save(table2(base, out, args.personal_epochs, only), out, "table2", "Table 2", meta,
+             merge=set(only) != set(ROWS))
     elif args.experiment == "costs":
         rows = {}
         for mode in ("pull", "push"):

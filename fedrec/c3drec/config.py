@@ -63,7 +63,7 @@ class C3DRecConfig:
     gamma: float = 0.0
     lasso: float = 1e-3
     device_batch: int = 50
-    device_lr: float = 0.05
+    device_lr: float = 0.01
     topk: int = 20
     encoding: str = "auto"
 
@@ -76,7 +76,13 @@ class C3DRecConfig:
                 raise ConfigError(f"c3drec-{name.replace('_', '-')} must be >= 1")
         if self.gamma < 0 or self.lasso < 0:
             raise ConfigError("c3drec-gamma and c3drec-lasso must be >= 0")
-        self.agp()  # validates the sparsity targets and the grid
+        end = self.agp().end  # also validates the sparsity targets and the grid
+        if (self.model_sparsity > 0 or self.emb_sparsity > 0) and end >= self.global_epochs:
+            raise ConfigError(
+                f"the AGP grid ends at epoch {end:g} but cloud training stops after "
+                f"{self.global_epochs}: the last pruning would get no training after it; set "
+                "c3drec-agp-start + c3drec-agp-steps * c3drec-agp-every below "
+                "c3drec-global-epochs")
 
     def timeline(self, seed: int, max_devices: int) -> TimelineConfig:
         return TimelineConfig(self.t_device, self.t_test, self.device_frac, self.test_frac,

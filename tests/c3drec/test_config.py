@@ -1,0 +1,41 @@
+"""C3DRec options: pyproject defaults equal the dataclass, validation, derived specs."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import pytest
+
+from experiments.setup import pyproject_defaults
+from fedrec.c3drec.config import DEVICE_TRAINABLE, PREFIX, C3DRecConfig
+from fedrec.config import parse_section
+from fedrec.errors import ConfigError
+
+
+def test_every_option_has_its_default_in_pyproject() -> None:
+    flat = pyproject_defaults()
+    for f in dataclasses.fields(C3DRecConfig):
+        assert flat[PREFIX + f.name.replace("_", "-")] == f.default, f.name
+    assert parse_section(C3DRecConfig, flat, PREFIX) == C3DRecConfig()
+
+
+def test_agp_grid_must_end_before_cloud_training_does() -> None:
+    with pytest.raises(ConfigError, match="grid ends at epoch 4"):
+        C3DRecConfig(global_epochs=3)
+    C3DRecConfig(global_epochs=3, agp_every=0.25)
+    C3DRecConfig(global_epochs=1, model_sparsity=0.0, emb_sparsity=0.0)   # nothing scheduled
+
+
+def test_bad_values_are_config_errors() -> None:
+    for kw in ({"encoding": "zip"}, {"device_batch": 0}, {"lasso": -1.0}, {"model_sparsity": 1.0}):
+        with pytest.raises(ConfigError):
+            C3DRecConfig(**kw)
+
+
+def test_derived_specs() -> None:
+    c = C3DRecConfig(device_batch=25, device_lr=0.02, max_len=7, emb_sparsity=0.0)
+    spec = c.device_spec(epochs=3)
+    assert (spec.epochs, spec.batch_events, spec.lr, spec.max_len) == (3, 25, 0.02, 7)
+    assert spec.trainable == DEVICE_TRAINABLE and c.gamma_plan() is None
+    assert c.timeline(seed=4, max_devices=9).max_devices == 9
+    assert c.sparse("push", 0.3).gamma == 0.3 and c.sparse("pull").gamma == c.gamma
