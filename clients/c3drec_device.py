@@ -3,15 +3,15 @@
 Fit (one round of personal training):
 1. decode the downloaded (pruned, sparsely encoded) global model and its gamma;
 2. rebuild the personal model: global arrays + the device's own stored delta;
-3. fine-tune the user side (input item table, GRU) on the device's clicks in
-   [T_device, T_test) for ``local-epochs`` epochs, ``c3drec-device-batch`` clicks per update,
-   pruned weights kept at zero;
+3. fine-tune the user side (input item table, GRU) and, with ``c3drec-device-items``, the
+   item embeddings of its own clicked items, on its clicks in [T_device, T_test), for
+   ``local-epochs`` epochs, ``c3drec-device-batch`` clicks per update, pruned weights at zero;
 4. recommend for every held-out click (the state after the session's previous clicks):
-   * pull: rank the downloaded candidate set with its sparsified item embeddings, locally;
-     upload nothing;
+   * pull: rank the downloaded candidate set with its sparsified item embeddings (its own
+     personal rows for its own items), locally; upload nothing;
    * push: upload the sparsified user embeddings (one per recommendation request), nothing
-     else; the cloud ranks the candidates and returns the top-K lists in the evaluation
-     message.
+     else; the cloud ranks the candidates with its item embeddings (personal item rows never
+     leave the device) and returns the top-K lists in the evaluation message.
 5. keep in the device state: the personal delta (sparse) and the recommendation lists.
 
 Evaluate: compare the lists with the held-out clicks (Recall@K, MRR@K over the candidate
@@ -34,11 +34,13 @@ from fedrec.c3drec.pipeline import (
     device_topk,
     finetune,
     metrics,
+    own_items,
     personal_model,
     personal_state,
     read_model,
 )
 from fedrec.c3drec.sparsify import decode_tensors, encode_tensors
+from fedrec.c3drec.timeline import DeviceTimeline
 from fedrec.c3drec.train import next_click_events
 from fedrec.config import parse_section
 from fedrec.errors import ConfigError
@@ -86,8 +88,8 @@ class C3DRecDevice(DeviceLogic):
         self._model = model
         res = finetune(model, data.train, self.c3, self.mode, gamma, masks, task.rng,
                        self.cfg.train.local_epochs)
-        state = personal_state(model, arrays)
-        upload, n_cand = self.recommend(model, data.test, gamma, task.own, state)
+        state = personal_state(model, arrays, self.c3)
+        upload, n_cand = self.recommend(model, data, gamma, task.own, state)
         dens = {n: float(m.mean()) for n, m in masks.items()}
         n_items, E, H = arrays[OUT].shape[0], self.c3.embedding_dim, self.c3.hidden_dim
         n_test = len(next_click_events(data.test, 1)[1])
@@ -96,17 +98,19 @@ class C3DRecDevice(DeviceLogic):
             metrics={"loss": res.loss} if res.events else {}, num_examples=res.events,
             flops=costs.train_flops(res.events, n_items, E, H, dens)
             + costs.rank_flops(n_test, n_cand, E, H, dens),
-            peak_mem_bytes=costs.train_memory_bytes(n_items, E, H, self.c3.device_batch, n_cand),
+            peak_mem_bytes=costs.train_memory_bytes(n_items, E, H, self.c3.device_batch, n_cand,
+                                                   self.c3.device_items),
         )
 
-    def recommend(self, model: GRU4Rec, test: list[np.ndarray], gamma: float, own: Arrays,
+    def recommend(self, model: GRU4Rec, data: DeviceTimeline, gamma: float, own: Arrays,
                   state: Arrays) -> tuple[Arrays, int]:
         """Mode-specific step 4 (module docstring); fills ``state``, returns (upload, #scored)."""
-        spec = self.c3.sparse(self.mode, gamma)
+        spec, test = self.c3.sparse(self.mode, gamma), data.test
         if self.mode == "pull":
             cand = own[CAND].astype(np.int64)
             emb, _ = decode_tensors(own, "")
-            rec = device_topk(model, test, self.c3, spec, cand, emb.get(CAND_EMB))
+            rec = device_topk(model, test, self.c3, spec, cand, emb.get(CAND_EMB),
+                              own_items(data.train, self.c3))
             state[TOPK] = rec["topk"].astype(np.int32)
             state[TOPK_ALL] = rec["topk_all"].astype(np.int32)
             return {}, len(cand)

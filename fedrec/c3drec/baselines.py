@@ -7,7 +7,7 @@ pass for sweeps, all from the protocol's own building blocks (``pipeline``) and 
   its own clicks in [T_device, T_test) exactly as C3DRec does (the only difference from
   C3DRec: the global model also saw the clicks after T_device).
 * Only Personal: each device trains a fresh model (every parameter) on its own clicks before
-  T_test, with the device's optimiser settings.
+  T_test, with the device's optimiser settings; it ranks candidates with its own item table.
 * ``personal_pass``: C3DRec's device step for every device in memory (what the strategies
   run through Flower), returning per-device recommendations for re-scoring (candidate sweeps).
 
@@ -26,6 +26,7 @@ from fedrec.c3drec.pipeline import (
     device_topk,
     finetune,
     metrics,
+    own_items,
     personal_model,
     pretrain_global,
     served_arrays,
@@ -43,9 +44,9 @@ def device_rng(seed: int, d: int) -> np.random.Generator:
 
 
 def _score(model: GRU4Rec, data: TimelineData, d: int, cands: Sequence[np.ndarray],
-           c: C3DRecConfig, mode: str, gamma: float) -> Metrics:
+           c: C3DRecConfig, mode: str, gamma: float, own: np.ndarray | None = None) -> Metrics:
     dev = data.device(d)
-    rec = device_topk(model, dev.test, c, c.sparse(mode, gamma), cands[d])
+    rec = device_topk(model, dev.test, c, c.sparse(mode, gamma), cands[d], own=own)
     group = "new" if dev.is_new else "old"
     return metrics(rec["topk"], rec["topk_all"], rec["targets"], c.topk, group)
 
@@ -62,9 +63,11 @@ def personal_pass(data: TimelineData, g: GlobalModel, cands: Sequence[np.ndarray
         if not dev.test:
             continue
         model = personal_model(arrays, None, c, model)
+        own = None
         if epochs > 0:
             finetune(model, dev.train, c, g.mode, g.gamma, masks, device_rng(seed, d), epochs)
-        out.append(_score(model, data, d, cands, c, g.mode, g.gamma))
+            own = own_items(dev.train, c)
+        out.append(_score(model, data, d, cands, c, g.mode, g.gamma, own))
         if keep is not None:
             keep(d, model)
     return out

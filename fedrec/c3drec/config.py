@@ -12,9 +12,10 @@ from fedrec.c3drec.train import GammaPlan, SparseSpec, TrainSpec
 from fedrec.errors import ConfigError
 
 PREFIX = "c3drec-"
-#: what a device fine-tunes: the user side (input item table + GRU); the output item table
-#: (the item embeddings) stays the cloud's
+#: what a device fine-tunes: the user side (input item table + GRU) ...
 DEVICE_TRAINABLE = ("item_emb.", "gru.")
+#: ... and, with ``device_items``, the output rows (item embeddings) of its own clicked items
+ITEM_TABLE = "out.weight"
 
 
 @dataclass(frozen=True)
@@ -33,7 +34,9 @@ class C3DRecConfig:
     Embedding sparsity (Eq. 3): ``emb_sparsity`` target reached by calibrating gamma on the
     AGP grid (0 = use the fixed ``gamma``), L1 weight ``lasso``.
     Device: ``device_batch`` (update interval in clicks, paper 50), ``device_lr``; epochs
-    per round = run-config ``local-epochs``. ``topk`` (20), model ``encoding``.
+    per round = run-config ``local-epochs``; ``device_items``: also fine-tune the item
+    embeddings of the device's own clicked items (private; pull ranks with them).
+    ``topk`` (20), model ``encoding``.
     """
 
     t_device: int = 1512057600
@@ -64,6 +67,7 @@ class C3DRecConfig:
     lasso: float = 1e-3
     device_batch: int = 50
     device_lr: float = 0.01
+    device_items: bool = True
     topk: int = 20
     encoding: str = "auto"
 
@@ -102,8 +106,13 @@ class C3DRecConfig:
         return TrainSpec(self.global_epochs, self.global_batch, self.global_lr, self.max_len,
                          negatives=self.global_negatives)
 
+    def device_trainable(self) -> tuple[str, ...]:
+        return DEVICE_TRAINABLE + ((ITEM_TABLE,) if self.device_items else ())
+
     def device_spec(self, epochs: int) -> TrainSpec:
-        return TrainSpec(epochs, self.device_batch, self.device_lr, self.max_len, DEVICE_TRAINABLE)
+        return TrainSpec(epochs, self.device_batch, self.device_lr, self.max_len,
+                         self.device_trainable(),
+                         own_rows=(ITEM_TABLE,) if self.device_items else ())
 
     def sparse(self, mode: str, gamma: float | None = None) -> SparseSpec:
         return SparseSpec(mode, self.gamma if gamma is None else gamma, self.lasso)

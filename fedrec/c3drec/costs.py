@@ -8,12 +8,14 @@ without AGP). Per next-click target:
 
 * GRU step: ``3 gates x 2 x H x (E + H)`` forward; training = 3 x forward (forward, grads
   w.r.t. activations and weights);
-* output layer over all items: ``2 x H x n_items`` forward; training = 2 x forward (the item
-  table is frozen on the device: gradients w.r.t. the user embedding only).
+* output layer over all items: ``2 x H x n_items`` forward; training = 2 x forward
+  (gradients w.r.t. the user embedding; the weight gradient is needed only for the device's
+  own item rows, which we neglect).
 
 Ranking (pull) costs one GRU step per test click (the state is carried along) plus
 ``2 H`` per candidate. Memory: dense weights + gradient and Adagrad accumulator of the
-trainable tensors (input item table and GRU) + activations of a mini-batch (inputs, GRU
+trainable tensors (input item table, GRU, and the output table when the device fine-tunes
+its own item rows) + activations of a mini-batch (inputs, GRU
 gates and states, logits over all items) + the candidate embeddings (pull).
 """
 
@@ -57,11 +59,13 @@ def model_params(n_items: int, embedding_dim: int, hidden_dim: int) -> dict[str,
 
 
 def train_memory_bytes(n_items: int, embedding_dim: int, hidden_dim: int, batch_events: int,
-                       n_candidates: int = 0) -> float:
-    """Peak memory of personal training (module docstring); float32 throughout."""
+                       n_candidates: int = 0, train_items: bool = False) -> float:
+    """Peak memory of personal training (module docstring); float32 throughout.
+    ``train_items``: the output item table is trainable too (its own rows learn, but the
+    gradient and Adagrad buffers are table-sized)."""
     p = model_params(n_items, embedding_dim, hidden_dim)
     weights = sum(p.values())
-    trainable = p["item_emb"] + p["gru"]
+    trainable = p["item_emb"] + p["gru"] + (p["out"] if train_items else 0)
     act = batch_events * (embedding_dim + 4 * hidden_dim + n_items)
     return BYTES * (weights + 2 * trainable + act + n_candidates * hidden_dim)
 

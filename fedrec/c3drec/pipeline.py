@@ -17,7 +17,7 @@ import numpy as np
 import torch
 
 from fedrec.c3drec.agp import prunable_names
-from fedrec.c3drec.config import DEVICE_TRAINABLE, C3DRecConfig
+from fedrec.c3drec.config import C3DRecConfig
 from fedrec.c3drec.itemcf import candidate_sets, item_similarity, knn
 from fedrec.c3drec.sparsify import decode_tensors, encode_tensors, threshold
 from fedrec.c3drec.timeline import TimelineData
@@ -122,11 +122,11 @@ def apply_state(arrays: Arrays, state: Mapping[str, np.ndarray] | None) -> Array
     return {n: a + delta[n] if n in delta else a for n, a in arrays.items()}
 
 
-def personal_state(model: GRU4Rec, arrays: Arrays) -> Arrays:
+def personal_state(model: GRU4Rec, arrays: Arrays, c: C3DRecConfig) -> Arrays:
     """What the device stores: its change of the trainable parameters, sparsely encoded
     (nonzero only in unpruned entries of the GRU and of the item rows it trained)."""
     now = get_arrays(model)
-    delta = {n: now[n] - arrays[n] for n in now if n.startswith(DEVICE_TRAINABLE)}
+    delta = {n: now[n] - arrays[n] for n in now if n.startswith(c.device_trainable())}
     return encode_tensors(delta, "auto", prefix="d.")
 
 
@@ -136,23 +136,39 @@ def finetune(model: GRU4Rec, sessions: Sequence[np.ndarray], c: C3DRecConfig, mo
     """Personal training on the device's own clicks (user side only, masks fixed; the masks
     of frozen tensors are not needed)."""
     tmasks = {n: torch.from_numpy(np.asarray(m, bool)) for n, m in masks.items()
-              if n.startswith(DEVICE_TRAINABLE)}
+              if n.startswith(c.device_trainable())}
     return train(model, sessions, c.device_spec(epochs), c.sparse(mode, gamma), rng, tmasks)
 
 
 def device_topk(model: GRU4Rec, sessions: Sequence[np.ndarray], c: C3DRecConfig, spec: SparseSpec,
-                cand: np.ndarray, cand_emb: np.ndarray | None = None) -> dict[str, np.ndarray]:
-    """Top-K over the candidates (with ``cand_emb``, default the model's own rows) and over all
-    items, for every test event of ``sessions``; plus the targets and user embeddings."""
+                cand: np.ndarray, cand_emb: np.ndarray | None = None,
+                own: np.ndarray | None = None) -> dict[str, np.ndarray]:
+    """Top-K over the candidates and over all items for every test event of ``sessions``,
+    plus the targets and user embeddings.
+
+    Candidate embeddings: ``cand_emb`` (downloaded) where given, else the model's own rows;
+    items in ``own`` (the device's personal item rows) always use the model's rows.
+    """
     hist, targets = next_click_events(sessions, c.max_len)
     u = user_embeddings(model, hist, spec)                            # [E, H]
     v = model.item_embeddings().detach().numpy()
     v = threshold(v, spec.gamma) if spec.mode == "pull" else v
-    emb = v[cand] if cand_emb is None else cand_emb
+    emb = v[cand] if cand_emb is None else cand_emb.copy()
+    if own is not None and len(own):
+        mine = np.isin(cand, own)
+        emb[mine] = v[cand[mine]]
     all_items = np.arange(v.shape[0])
     return {"targets": targets, "user_emb": u,
             "topk": topk_among(u, emb, cand, c.topk),
             "topk_all": topk_among(u, v, all_items, c.topk)}
+
+
+def own_items(sessions: Sequence[np.ndarray], c: C3DRecConfig) -> np.ndarray | None:
+    """The items whose rows a device fine-tunes (its own clicks), or None without
+    ``device_items``."""
+    if not c.device_items:
+        return None
+    return np.unique(np.concatenate([*sessions, np.zeros(0, np.int64)]))
 
 
 def cloud_topk(u: np.ndarray, g: GlobalModel, cand: np.ndarray, k: int) -> np.ndarray:

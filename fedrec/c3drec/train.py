@@ -53,7 +53,9 @@ class TrainSpec:
     """Optimisation: Adagrad (the paper's optimiser) over the ``trainable`` parameter-name
     prefixes (``()`` = all), ``epochs`` passes over the sessions. ``negatives`` > 0: the
     softmax of a step runs over the batch's targets plus that many items drawn uniformly,
-    shared by the batch (GRU4Rec's mini-batch + additional samples); 0 = over all items."""
+    shared by the batch (GRU4Rec's mini-batch + additional samples); 0 = over all items.
+    ``own_rows``: item tables ([n_items, d]) of which only the rows of items in the training
+    sessions learn (a device's own items)."""
 
     epochs: int = 1
     batch_events: int = 50
@@ -61,6 +63,7 @@ class TrainSpec:
     max_len: int = 20
     trainable: tuple[str, ...] = ()
     negatives: int = 0
+    own_rows: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -188,6 +191,7 @@ def train(model: GRU4Rec, sessions: Sequence[np.ndarray], spec: TrainSpec, spars
     opt = _optimizer(model, spec)
     model.item_emb.sparse = True    # sparse row gradients: Adagrad touches only clicked rows
     res.masks = {n: m.float() for n, m in res.masks.items()}
+    rows = _own_rows(model, sessions, spec.own_rows)
     sched = _Scheduler(model, sparse.mode, agp, prune_names, gamma_plan)
     for epoch in range(spec.epochs):
         batches = pack(lengths, spec.batch_events, rng.permutation(len(ps)))
@@ -201,7 +205,8 @@ def train(model: GRU4Rec, sessions: Sequence[np.ndarray], spec: TrainSpec, spars
             loss, raw = batch_loss(model, inp, tgt, step, neg)
             opt.zero_grad(set_to_none=True)
             loss.backward()
-            mask_gradients(model, res.masks)
+            mask_gradients(model, rows)           # only the device's own item rows learn
+            mask_gradients(model, res.masks)      # pruned weights take no part
             with torch.sparse.check_sparse_tensor_invariants(enable=False):  # torch's own grads
                 opt.step()
             apply_masks(model, res.masks, trainable_only=True)
@@ -215,6 +220,18 @@ def train(model: GRU4Rec, sessions: Sequence[np.ndarray], spec: TrainSpec, spars
     for p in model.parameters():
         p.requires_grad_(True)
     return res
+
+
+def _own_rows(model: GRU4Rec, sessions: Sequence[np.ndarray], names: Sequence[str]) -> Masks:
+    """Gradient masks [n_items, 1] that keep the rows of the items in ``sessions``."""
+    params = dict(model.named_parameters())
+    items = np.unique(np.concatenate([*sessions, np.zeros(0, np.int64)]))
+    out = {}
+    for n in names:
+        m = torch.zeros(params[n].shape[0], 1)
+        m[torch.from_numpy(items)] = 1.0
+        out[n] = m
+    return out
 
 
 def _float(masks: Masks) -> Masks:

@@ -7,7 +7,7 @@ import dataclasses
 import pytest
 
 from experiments.setup import pyproject_defaults
-from fedrec.c3drec.config import DEVICE_TRAINABLE, PREFIX, C3DRecConfig
+from fedrec.c3drec.config import DEVICE_TRAINABLE, ITEM_TABLE, PREFIX, C3DRecConfig
 from fedrec.config import parse_section
 from fedrec.errors import ConfigError
 
@@ -36,6 +36,9 @@ def test_derived_specs() -> None:
     c = C3DRecConfig(device_batch=25, device_lr=0.02, max_len=7, emb_sparsity=0.0)
     spec = c.device_spec(epochs=3)
     assert (spec.epochs, spec.batch_events, spec.lr, spec.max_len) == (3, 25, 0.02, 7)
-    assert spec.trainable == DEVICE_TRAINABLE and c.gamma_plan() is None
+    assert spec.trainable == (*DEVICE_TRAINABLE, ITEM_TABLE) and spec.own_rows == (ITEM_TABLE,)
+    assert c.gamma_plan() is None
+    frozen = C3DRecConfig(device_items=False).device_spec(1)
+    assert frozen.trainable == DEVICE_TRAINABLE and frozen.own_rows == ()
     assert c.timeline(seed=4, max_devices=9).max_devices == 9
     assert c.sparse("push", 0.3).gamma == 0.3 and c.sparse("pull").gamma == c.gamma

@@ -98,6 +98,16 @@ def test_device_training_freezes_everything_but_the_user_side() -> None:
     assert res.events == 2 * 3 and res.steps == 2 and all(p.requires_grad for p in m.parameters())
 
 
+def test_own_rows_limit_the_item_table_to_the_sessions_items() -> None:
+    m = make_model(6, 3, 4, seed=0)
+    before = m.out.weight.detach().clone()
+    spec = TrainSpec(epochs=2, batch_events=3, lr=0.3, trainable=("gru.", "out."),
+                     own_rows=("out.weight",))
+    train(m, [np.array([1, 2, 3, 1])], spec, SparseSpec(), np.random.default_rng(0))
+    changed = (m.out.weight.detach() != before).any(dim=1)
+    assert changed.tolist() == [False, True, True, True, False, False]
+
+
 def test_gamma_plan_reaches_the_target_embedding_sparsity() -> None:
     m = make_model(10, 3, 6, seed=0)
     plan = GammaPlan(AGPSchedule(final=0.8, steps=2, every=0.5))

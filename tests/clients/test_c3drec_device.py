@@ -38,7 +38,10 @@ def test_pull_fit_uploads_nothing_and_keeps_a_small_personal_state(pull) -> None
     assert r.upload == {} and r.status == "ok" and r.num_examples > 0 and r.flops > 0
     arrays, masks = read_model(st.global_arrays)
     personal = apply_state(arrays, r.state)
-    np.testing.assert_array_equal(personal[OUT], arrays[OUT])          # item table: the cloud's
+    own = np.unique(np.concatenate(logic.fed.device(d).train))
+    others = np.setdiff1d(np.arange(logic.fed.n_items), own)
+    np.testing.assert_array_equal(personal[OUT][others], arrays[OUT][others])  # the cloud's
+    assert not np.array_equal(personal[OUT][own], arrays[OUT][own])  # its own items: personal
     assert not np.array_equal(personal["gru.weight_hh_l0"], arrays["gru.weight_hh_l0"])
     for n, m in masks.items():
         assert (personal[n][~m] == 0).all()                             # pruned stay pruned
@@ -76,7 +79,8 @@ def test_second_round_continues_from_the_stored_delta(pull) -> None:  # noqa: AN
 
 
 def test_pull_and_push_rank_the_same_without_sparsity(tmp_path) -> None:
-    plain = {"c3drec_emb_sparsity": 0.0, "c3drec_gamma": 0.0, "c3drec_lasso": 0.0}
+    plain = {"c3drec_emb_sparsity": 0.0, "c3drec_gamma": 0.0, "c3drec_lasso": 0.0,
+             "c3drec_device_items": False}   # personal item rows never reach a push cloud
     _, spull, lpull = build(tmp_path / "a", strategy="c3drec-pull", **plain)
     _, spush, lpush = build(tmp_path / "b", strategy="c3drec-push", **plain)
     np.testing.assert_array_equal(spull.gm.arrays[OUT], spush.gm.arrays[OUT])
