@@ -182,6 +182,18 @@ def log(name: str, scores: dict[str, float]) -> None:
 
 
 # --------------------------------------------------------------------------- output
+TABLE2_ORDER = ("Global + Personal", "C3DRec pull", "C3DRec push",
+                "C3DRec (no AGP, no emb. sparsity)", "Only Global (GRU4Rec)", "Only Personal")
+
+
+def ordered(rows: dict[str, Any]) -> dict[str, Any]:
+    """Table 2 rows in the paper's order; sweep points by (mode, value)."""
+    known = [n for n in TABLE2_ORDER if n in rows]
+    rest = sorted((n for n in rows if n not in known),
+                  key=lambda n: (rows[n].get("mode", ""), rows[n].get("value", 0.0), n))
+    return {n: rows[n] for n in known + rest}
+
+
 def markdown(rows: dict[str, Any], title: str) -> str:
     """A results table: micro Recall/MRR@20 over candidates and all items, old/new users."""
     cols = ["recall@20", "mrr@20", "all_recall@20", "all_mrr@20", "old_recall@20",
@@ -189,7 +201,7 @@ def markdown(rows: dict[str, Any], title: str) -> str:
     head = ["approach", "Recall@20 cand", "MRR@20 cand", "Recall@20 all", "MRR@20 all",
             "old R@20 cand", "new R@20 cand", "old R@20 all", "new R@20 all"]
     lines = [f"**{title}**", "", "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
-    for name, row in rows.items():
+    for name, row in ordered(rows).items():
         s = row["scores"]
         lines.append("| " + " | ".join([name] + [f"{s[c]:.4f}" if c in s else "-" for c in cols])
                      + " |")
@@ -201,13 +213,13 @@ def cost_markdown(rows: dict[str, Any]) -> str:
     head = ["run", "model down (wire)", "model dense", "candidates down", "upload",
             "train time (s, Pixel 2)", "memory (MB)", "Recall@20 cand"]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
-    for name, row in rows.items():
+    for name, row in ordered(rows).items():
         c = row.get("costs")
         if not c:
             continue
         lines.append(f"| {name} | {kb(c['model_bytes_wire'])} | {kb(c['model_bytes_dense'])} | "
                      f"{kb(c['candidate_bytes'])} | {kb(c['upload_bytes_per_uploader'])} | "
-                     f"{c.get('compute_s', 0):.2f} | {c.get('peak_mem_bytes', 0) / 2**20:.1f} | "
+                     f"{c.get('compute_s', 0):.3g} | {c.get('peak_mem_bytes', 0) / 2**20:.1f} | "
                      f"{row['scores'].get('recall@20', float('nan')):.4f} |")
     return "\n".join(lines) + "\n"
 
@@ -230,7 +242,7 @@ def save(rows: dict[str, Any], out: Path, name: str, title: str, meta: dict[str,
     if name.startswith("sweep"):
         plot_sweep(rows, out / f"{name}.png", title)
     else:
-        plot_bars(rows, out / f"{name}.png", title)
+        plot_bars(ordered(rows), out / f"{name}.png", title)
     print(text)
 
 
@@ -249,6 +261,14 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                    help=f"table2 rows to compute ({','.join(ROWS)}); merged into an existing "
                         "table2.json")
     return p.parse_args(argv)
+
+
+def rewrite(out: Path, name: str, title: str) -> None:
+    """Re-render ``<name>.md``/``.png`` from ``<name>.json`` (after a format change)."""
+    rows = json.loads((out / f"{name}.json").read_text())["rows"]
+    atomic_write(out / f"{name}.md", markdown(rows, title) + "\n" + cost_markdown(rows))
+    (plot_sweep if name.startswith("sweep") else plot_bars)(ordered(rows), out / f"{name}.png",
+                                                            title)
 
 
 def main(argv: list[str] | None = None) -> int:
