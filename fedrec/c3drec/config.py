@@ -12,6 +12,7 @@ from fedrec.c3drec.train import GammaPlan, SparseSpec, TrainSpec
 from fedrec.errors import ConfigError
 
 PREFIX = "c3drec-"
+PRUNE = ("all", "gru")
 #: what a device fine-tunes: the user side (input item table + GRU) ...
 DEVICE_TRAINABLE = ("item_emb.", "gru.")
 #: ... and, with ``device_items``, the output rows (item embeddings) of its own clicked items
@@ -30,7 +31,8 @@ class C3DRecConfig:
     Cloud training: ``global_epochs``, ``global_batch`` (targets per step), ``global_lr``
     (Adagrad), ``global_negatives`` (0 = softmax over all items, else shared samples);
     AGP to ``model_sparsity`` (0 = off) on the grid ``agp_start + k * agp_every`` (epochs),
-    k = 0..``agp_steps``.
+    k = 0..``agp_steps``, of every weight matrix (``prune = "all"``: item tables and GRU) or
+    of the GRU only (``"gru"``).
     Embedding sparsity (Eq. 3): ``emb_sparsity`` target reached by calibrating gamma on the
     AGP grid (0 = use the fixed ``gamma``), L1 weight ``lasso``.
     Device: ``device_batch`` (update interval in clicks, paper 50), ``device_lr``; epochs
@@ -59,6 +61,7 @@ class C3DRecConfig:
     global_lr: float = 0.05
     global_negatives: int = 0
     model_sparsity: float = 0.9
+    prune: str = "all"
     agp_start: float = 0.0
     agp_steps: int = 8
     agp_every: float = 0.5
@@ -72,6 +75,8 @@ class C3DRecConfig:
     encoding: str = "auto"
 
     def __post_init__(self) -> None:
+        if self.prune not in PRUNE:
+            raise ConfigError(f"c3drec-prune = {self.prune!r}; use one of {PRUNE}")
         if self.encoding not in (*KINDS, "auto"):
             raise ConfigError(f"c3drec-encoding = {self.encoding!r}; use auto or one of {KINDS}")
         for name in ("global_epochs", "global_batch", "device_batch", "topk", "max_len",
@@ -92,6 +97,10 @@ class C3DRecConfig:
         return TimelineConfig(self.t_device, self.t_test, self.device_frac, self.test_frac,
                               self.session_gap, self.min_session_len, self.min_user_clicks,
                               self.new_user_quantile, self.cf_source, max_devices, seed)
+
+    def prune_names(self, names: list[str]) -> list[str]:
+        """The prunable weight matrices AGP acts on (``prune``)."""
+        return names if self.prune == "all" else [n for n in names if n.startswith("gru.")]
 
     def agp(self) -> AGPSchedule:
         return AGPSchedule(self.model_sparsity, 0.0, self.agp_start, self.agp_steps, self.agp_every)

@@ -59,7 +59,7 @@ def pretrain_global(sessions: Sequence[np.ndarray], n_items: int, c: C3DRecConfi
     model = make_model(n_items, c.embedding_dim, c.hidden_dim, seed)
     plan = c.gamma_plan() if mode != "none" else None
     res = train(model, sessions, c.global_spec(), c.sparse(mode), np.random.default_rng([seed, 21]),
-                agp=c.agp(), prune_names=prunable_names(model), gamma_plan=plan)
+                agp=c.agp(), prune_names=c.prune_names(prunable_names(model)), gamma_plan=plan)
     gamma = res.gamma if plan is not None else c.gamma
     return GlobalModel(get_arrays(model), {n: m.numpy() for n, m in res.masks.items()}, mode,
                        gamma, res.loss, res.events, time.perf_counter() - t0)

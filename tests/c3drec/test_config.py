@@ -27,9 +27,16 @@ def test_agp_grid_must_end_before_cloud_training_does() -> None:
 
 
 def test_bad_values_are_config_errors() -> None:
-    for kw in ({"encoding": "zip"}, {"device_batch": 0}, {"lasso": -1.0}, {"model_sparsity": 1.0}):
+    for kw in ({"prune": "items"}, {"encoding": "zip"}, {"device_batch": 0}, {"lasso": -1.0},
+               {"model_sparsity": 1.0}):
         with pytest.raises(ConfigError):
             C3DRecConfig(**kw)
+
+
+def test_prune_selects_the_weight_matrices() -> None:
+    names = ["item_emb.weight", "gru.weight_ih_l0", "gru.weight_hh_l0", "out.weight"]
+    assert C3DRecConfig().prune_names(names) == names
+    assert C3DRecConfig(prune="gru").prune_names(names) == ["gru.weight_ih_l0", "gru.weight_hh_l0"]
 
 
 def test_derived_specs() -> None:

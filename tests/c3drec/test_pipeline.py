@@ -16,6 +16,7 @@ from fedrec.c3drec.pipeline import (
     own_items,
     personal_model,
     personal_state,
+    pretrain_global,
     read_model,
     served_arrays,
 )
@@ -78,3 +79,15 @@ def test_pull_ranks_downloaded_rows_except_its_own_items() -> None:
     assert mine["topk"].tolist() == expected.tolist()
     assert own_items(sessions, C).tolist() == [2, 3, 4]
     assert own_items(sessions, C3DRecConfig(device_items=False)) is None
+
+
+def test_pretrain_prunes_the_selected_matrices_to_the_target() -> None:
+    sessions = [np.arange(6), np.arange(6)[::-1], np.array([1, 3, 5, 1])]
+    base = dict(embedding_dim=3, hidden_dim=4, global_epochs=2, global_batch=4,
+                agp_steps=2, agp_every=0.5, model_sparsity=0.5, emb_sparsity=0.0)
+    g_all = pretrain_global(sessions, 6, C3DRecConfig(**base), "none", seed=0)
+    g_gru = pretrain_global(sessions, 6, C3DRecConfig(**base, prune="gru"), "none", seed=0)
+    assert set(g_all.masks) == {"item_emb.weight", "gru.weight_ih_l0", "gru.weight_hh_l0", OUT}
+    assert set(g_gru.masks) == {"gru.weight_ih_l0", "gru.weight_hh_l0"}
+    for name, m in g_all.masks.items():
+        assert (~m).sum() == m.size // 2 and (g_all.arrays[name][~m] == 0).all()
