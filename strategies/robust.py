@@ -79,23 +79,70 @@ class RowGroups:
 
 
 def group_sorted(n_rows: int, updates: list[SparseRows]) -> RowGroups:
-    """Sort every coordinate within each row group: one argsort + one integer sort per coordinate.
+    """Sort every coordinate within each row group, ties broken by device position.
 
-    key = row * N + (global rank of the value) orders entries by row, then by value; sorting
-    the integer keys (not argsorting them) and decoding the rank is exact and ~2x cheaper.
+    float32-exact values (FedMF/FedNCF uploads) take one packed uint64 sort per coordinate
+    (``_packed_sort``, ~3x faster on 6,040 ML-1M uploads); anything else the exact float64
+    path (``_ranked_sort``). Both give the same groups.
     """
     rows, devs, vals = stack_rows(n_rows, updates)
+    uniq, counts = np.unique(rows, return_counts=True)  # [R], [R]
+    starts = np.cumsum(counts) - counts  # [R]
+    bits_row, bits_dev = _bits(n_rows), _bits(len(updates))
+    exact32 = np.array_equal(vals, vals.astype(np.float32))
+    sort = _packed_sort if exact32 and bits_row + 32 + bits_dev <= 64 else _ranked_sort
+    values, devices = sort(rows, devs, vals, bits_dev)
+    return RowGroups(uniq, starts, counts, values, devices)
+
+
+def _bits(n: int) -> int:
+    """Bits needed for the integers 0..n-1."""
+    return max(int(n - 1).bit_length(), 1)
+
+
+def _sortable32(v: np.ndarray) -> np.ndarray:
+    """float32 -> uint32 whose unsigned order is the float order (finite inputs)."""
+    b = v.view(np.uint32)
+    return b ^ np.where(b >> 31, np.uint32(0xFFFFFFFF), np.uint32(0x80000000))
+
+
+def _unsortable32(s: np.ndarray) -> np.ndarray:
+    """Inverse of ``_sortable32``."""
+    b = s ^ np.where(s >> 31, np.uint32(0x80000000), np.uint32(0xFFFFFFFF))
+    return b.view(np.float32)
+
+
+def _packed_sort(rows: np.ndarray, devs: np.ndarray, vals: np.ndarray,
+                 bits_dev: int) -> tuple[np.ndarray, np.ndarray]:
+    """key = row | value bits | device, one uint64 sort per coordinate; decode the slots.
+
+    Coordinate by coordinate: [N] temporaries stay in cache, [D, N] ones were 3x slower.
+    """
+    n, dim = vals.shape
+    base = (rows.astype(np.uint64) << np.uint64(32 + bits_dev)) | devs.astype(np.uint64)  # [N]
+    shift, dev_mask = np.uint64(bits_dev), np.uint64((1 << bits_dev) - 1)
+    values, devices = np.empty((n, dim)), np.empty((n, dim), np.int64)  # [N, D]
+    for d in range(dim):
+        v32 = np.ascontiguousarray(vals[:, d], dtype=np.float32)  # [N]
+        key = base | (_sortable32(v32).astype(np.uint64) << shift)  # [N]
+        key.sort()
+        devices[:, d] = key & dev_mask
+        values[:, d] = _unsortable32((key >> shift).astype(np.uint32))
+    return values, devices
+
+
+def _ranked_sort(rows: np.ndarray, devs: np.ndarray, vals: np.ndarray,
+                 bits_dev: int) -> tuple[np.ndarray, np.ndarray]:
+    """Exact float64 path: key = row * N + (global rank of the value, stable), sorted as
+    integers (not argsorted) and decoded."""
     n = len(rows)
     vals_t = np.ascontiguousarray(vals.T)  # [D, N]: sort along contiguous memory
-    by_value = np.argsort(vals_t, axis=1)  # [D, N] entry ids in ascending value order
+    by_value = np.argsort(vals_t, axis=1, kind="stable")  # [D, N] ties: lower device first
     rank = np.empty_like(by_value)
     np.put_along_axis(rank, by_value, np.arange(n)[None, :], axis=1)  # [D, N] inverse
     key = np.sort(rows[None, :] * n + rank, axis=1)  # [D, N] row-major, value-minor
     entry = np.take_along_axis(by_value, key % max(n, 1), axis=1)  # [D, N] entry per slot
-    uniq, counts = np.unique(rows, return_counts=True)  # [R], [R]
-    starts = np.cumsum(counts) - counts  # [R]
-    return RowGroups(uniq, starts, counts, np.take_along_axis(vals_t, entry, axis=1).T,
-                     devs[entry].T)
+    return np.take_along_axis(vals_t, entry, axis=1).T, devs[entry].T
 
 
 def coordinate_median(n_rows: int, updates: list[SparseRows]) -> tuple[np.ndarray, Info]:

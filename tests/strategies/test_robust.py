@@ -21,11 +21,14 @@ from strategies.robust import (
     dense_median,
     dense_norm_bound,
     dense_trimmed_mean,
+    _ranked_sort,
     drop_nonfinite,
+    group_sorted,
     hics,
     krum,
     norm_bound,
     pairwise_sq_distances,
+    stack_rows,
     trimmed_mean,
     upload_matrix,
 )
@@ -198,3 +201,29 @@ def test_dense_trimmed_and_norm_bound() -> None:
     assert info["clipped"] == [1, 2]
     trimmed, _ = dense_trimmed_mean([[np.array([v])] for v in (1.0, 2.0, 3.0, 90.0)], beta=0.25)
     np.testing.assert_allclose(trimmed[0], [2.5])
+
+
+@pytest.mark.parametrize("seed", [0, 1])
+def test_packed_and_ranked_sorts_give_the_same_groups(seed: int) -> None:
+    """float32 uploads take the packed uint64 sort: same values and same tie order (lower
+    device first) as the exact float64 path, including negative values and ties."""
+    rng = np.random.default_rng(seed)
+    ups = []
+    for _ in range(40):
+        idx = rng.permutation(15)[: rng.integers(0, 16)]
+        ups.append(SparseRows(idx, rng.integers(-3, 3, size=(len(idx), 4)).astype(np.float32)
+                              * np.float32(0.75)))
+    g = group_sorted(15, ups)
+    rows_, devs, vals = stack_rows(15, ups)
+    values, devices = _ranked_sort(rows_, devs, vals, 6)
+    np.testing.assert_array_equal(g.values, values)
+    np.testing.assert_array_equal(g.devices, devices)
+    for r, s, c in zip(g.rows, g.starts, g.counts):  # sorted within each row, per coordinate
+        assert np.all(np.diff(g.values[s:s + c], axis=0) >= 0)
+        assert {int(i) for i in g.devices[s:s + c, 0]} == {i for i, u in enumerate(ups)
+                                                           if r in u.indices}
+
+
+def test_float64_uploads_take_the_exact_path() -> None:
+    ups = [SparseRows(np.array([0]), np.array([[v]])) for v in (1.0 + 1e-12, 1.0, 1.0 + 2e-12)]
+    np.testing.assert_array_equal(coordinate_median(1, ups)[0], [[1.0 + 1e-12]])
