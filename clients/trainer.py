@@ -25,16 +25,14 @@ class LocalTrainConfig:
     num_negatives: int
 
 
-def sample_train_negatives(exclude: np.ndarray, n_items: int, need: int,
-                           rng: np.random.Generator) -> np.ndarray:
-    """``need`` items (with replacement) outside ``exclude``. int64 [need]."""
-    seen = np.zeros(n_items, dtype=bool)
-    seen[exclude] = True
+def sample_outside(seen: np.ndarray, need: int, rng: np.random.Generator) -> np.ndarray:
+    """``need`` items (with replacement) whose flag in ``seen`` (bool [n_items]) is off.
+    int64 [need]."""
     if seen.all():
-        raise ValueError(f"device interacted with all {n_items} items: no negatives to sample")
+        raise ValueError(f"device interacted with all {len(seen)} items: no negatives to sample")
     out = np.empty(0, dtype=np.int64)
     while len(out) < need:  # rejection sampling; expected draws ~ need / (1 - density)
-        draw = rng.integers(0, n_items, size=2 * (need - len(out)) + 8)
+        draw = rng.integers(0, len(seen), size=2 * (need - len(out)) + 8)
         out = np.concatenate([out, draw[~seen[draw]]])
     return out[:need]
 
@@ -47,13 +45,16 @@ def local_examples(data: DeviceData, n_items: int, k: int,
     items included (as He et al. 2017 and the PFedRec authors sample): a device never trains
     its own held-out item as a negative. The device owns those items, so nothing leaks.
     """
-    pos = np.unique(data.train_items)
-    held = [i for i in (data.valid_item, data.test_item) if i >= 0]
-    neg = sample_train_negatives(np.union1d(pos, held).astype(np.int64), n_items, len(pos) * k, rng)
-    items = np.concatenate([pos, neg])
-    labels = np.concatenate([np.ones(len(pos), np.float32), np.zeros(len(neg), np.float32)])
-    order = rng.permutation(len(items))
-    return items[order], labels[order]
+    seen = np.zeros(n_items, dtype=bool)                 # [I] items negatives must avoid
+    seen[data.train_items] = True
+    pos = np.flatnonzero(seen)                           # [P] == np.unique(train_items)
+    for held in (data.valid_item, data.test_item):       # held-out items (-1 = none)
+        if held >= 0:
+            seen[held] = True
+    neg = sample_outside(seen, len(pos) * k, rng)        # [P*k]
+    order = rng.permutation(len(pos) + len(neg))
+    items = np.concatenate([pos, neg])[order]
+    return items, (order < len(pos)).astype(np.float32)  # label 1 = one of the P positives
 
 
 def train_local(model: RecModel, data: DeviceData, cfg: LocalTrainConfig,

@@ -13,12 +13,15 @@ Sizes are the real serialized sizes (``flwr``'s ``ndarray_to_bytes``, i.e. ``np.
 
 from __future__ import annotations
 
+import functools
+import io
 import json
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 from flwr.common import ndarray_to_bytes
+from numpy.lib import format as npy_format
 
 BROADCAST = "*"
 HEADER_VERSION = 1
@@ -87,4 +90,23 @@ def split_scopes(arrays: dict[str, np.ndarray]) -> dict[str, dict[str, np.ndarra
 
 def nbytes(arrays: dict[str, np.ndarray]) -> int:
     """Serialized size in bytes of the arrays, as Flower sends them."""
-    return sum(len(ndarray_to_bytes(a)) for a in arrays.values())
+    return sum(npy_size(a) for a in arrays.values())
+
+
+def npy_size(a: np.ndarray) -> int:
+    """``len(ndarray_to_bytes(a))`` without serializing the data (hosts size every device's
+    upload): numpy's own .npy header for a's dtype, shape and order, plus the raw bytes."""
+    a = np.asanyarray(a)
+    if a.dtype.hasobject:
+        return len(ndarray_to_bytes(a))  # not sent by Flower (no pickles): let it raise
+    fortran_order = not a.flags.c_contiguous and a.flags.f_contiguous  # np.save's rule
+    return _npy_header_size(a.dtype, a.shape, fortran_order) + a.nbytes
+
+
+@functools.lru_cache(maxsize=8192)
+def _npy_header_size(dtype: np.dtype, shape: tuple[int, ...], fortran_order: bool) -> int:
+    """Bytes np.save writes before the data: magic, version, padded header dict."""
+    fp = io.BytesIO()
+    npy_format.write_array_header_1_0(fp, {"descr": npy_format.dtype_to_descr(dtype),
+                                           "fortran_order": fortran_order, "shape": shape})
+    return fp.tell()

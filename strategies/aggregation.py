@@ -22,11 +22,19 @@ def sparse_row_sums(n_rows: int, updates: list[SparseRows]) -> tuple[np.ndarray,
     sums = np.zeros((n_rows, dim), dtype=np.float64)
     counts = np.zeros(n_rows, dtype=np.int64)
     for u in updates:  # one device at a time: no [sum K, D] concatenation
-        if len(np.unique(u.indices)) != len(u.indices):
+        if has_repeats(u.indices):
             raise ValueError("SparseRows indices must be unique within one device's upload")
         sums[u.indices] += u.values
         counts[u.indices] += 1
     return sums, counts
+
+
+def has_repeats(indices: np.ndarray) -> bool:
+    """Whether an index occurs twice in ``indices`` [K]. O(K) for sorted indices (devices
+    upload their rows sorted); np.unique costs ~0.1 ms per upload otherwise."""
+    if len(indices) < 2 or bool((indices[1:] > indices[:-1]).all()):
+        return False
+    return len(np.unique(indices)) != len(indices)
 
 
 def sparse_row_mean(n_rows: int, updates: list[SparseRows]) -> np.ndarray:

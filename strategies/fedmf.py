@@ -54,13 +54,15 @@ class FedMFDevice(EmbeddingDevice):
         inp = build_inputs([self.user_vector(k) for k in tasks], epochs, t.batch_size)
         emb, bias = tasks[0].broadcast[ITEM], tasks[0].broadcast[BIAS]
         P, Q, C, loss = train_cohort(inp, emb, bias, t.lr)
+        Q -= np.take(emb, inp.rows, axis=0)   # [T, D] now every device's row deltas (in place:
+        C -= np.take(bias, inp.rows)          # [T]     no second cohort-sized buffer to fault in)
+        bounds = inp.owner_offsets.tolist()
         replies = []
         for u, task in enumerate(tasks):
-            lo, hi = inp.owner_offsets[u], inp.owner_offsets[u + 1]
-            rows = inp.rows[lo:hi]
+            lo, hi = bounds[u], bounds[u + 1]                                 # device u's rows
             up: dict[str, np.ndarray] = {}
-            add_sparse(up, ITEM, SparseRows(rows, Q[lo:hi] - emb[rows]))
-            add_sparse(up, BIAS, SparseRows(rows, (C[lo:hi] - bias[rows])[:, None]))
+            add_sparse(up, ITEM, SparseRows(inp.rows[lo:hi], Q[lo:hi]))
+            add_sparse(up, BIAS, SparseRows(inp.rows[lo:hi], C[lo:hi, None]))
             n_seen = sum(len(items) for items, _ in epochs[u])
             replies.append(DeviceReply(
                 device_id=task.device_id, upload=up, state={USER: P[u][None, :].copy()},

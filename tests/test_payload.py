@@ -6,6 +6,7 @@ import json
 
 import numpy as np
 import pytest
+from flwr.common import ndarray_to_bytes
 
 from fedrec.payload import (
     BROADCAST,
@@ -106,3 +107,13 @@ def test_nbytes_is_the_serialized_npy_size():
     assert nbytes({"a": np.zeros((2, 2), np.float64), "b": np.arange(5, dtype=np.int64)}) == \
         (128 + 32) + (128 + 40)
     assert nbytes({}) == 0
+
+
+@pytest.mark.parametrize("a", [
+    np.zeros((812, 32), np.float32), np.arange(5, dtype=np.int64), np.zeros((7, 1), np.float32),
+    np.float64(2.5), np.zeros(()), np.zeros((0, 3)), np.ones((10**6 + 3,), bool),
+    np.arange(12.0).reshape(3, 4).T, np.arange(24).reshape(2, 3, 4)[:, ::2],
+    np.zeros(3, ">f4"), np.zeros(2, [("x", "<i4"), ("y", "<f8", (2,))]), np.array(["ab", "c"]),
+])
+def test_nbytes_equals_flower_serialisation_without_serialising(a):
+    assert nbytes({"a": a}) == len(ndarray_to_bytes(a))

@@ -62,6 +62,19 @@ def test_build_inputs_local_rows_and_offsets():
     assert inp.last_epoch.tolist() == [[True, True], [True, False]]
 
 
+def test_build_inputs_epochs_start_new_batches_and_last_epoch_flags():
+    def ex(items, labels):  # noqa: ANN001, ANN202
+        return np.array(items), np.array(labels, np.float32)
+
+    e = [[ex([7, 2, 7], [1, 1, 1]), ex([4], [0])], [ex([1], [1]), ex([1, 9], [1, 1])]]
+    inp = build_inputs([np.zeros(2), np.ones(2)], e, batch=2)
+    assert inp.rows.tolist() == [2, 4, 7, 1, 9] and inp.owner_offsets.tolist() == [0, 3, 5]
+    assert inp.steps_idx[0].tolist() == [[2, 0], [2, -1], [1, -1]]
+    assert inp.steps_idx[1].tolist() == [[3, -1], [3, 4], [-1, -1]]
+    assert inp.steps_lab[0].tolist() == [[1, 1], [1, 0], [0, 0]]
+    assert inp.last_epoch.tolist() == [[False, False, True], [False, True, False]]
+
+
 def test_cohort_fit_equals_per_device_loop(setup):
     cfg, fed, logic, g = setup
     ids = list(range(fed.n_devices))

@@ -17,6 +17,7 @@ from fedrec.errors import ConfigError
 from fedrec.federated import LeaveOneOutData
 from fedrec.payload import SparseRows, add_sparse
 from fedrec.results import RunRecorder
+from strategies.aggregation import sparse_row_sums
 from strategies.fedavg import FedAvg, blockwise_weighted_mean
 from strategies.fedncf import FedNCF
 from strategies.pfedrec import PFedRec
@@ -73,6 +74,17 @@ def test_strategy_rejects_a_model_it_does_not_train(cls, wrong, tmp_path):
 
 
 # ---------------------------------------------------------------- aggregation, hand-made replies
+@pytest.mark.parametrize("idx", [[1, 3, 3], [3, 1, 3], [2, 2]])
+def test_sparse_row_sums_rejects_repeated_rows_sorted_or_not(idx):
+    with pytest.raises(ValueError, match="must be unique within one device's upload"):
+        sparse_row_sums(5, [rows([0], [[1.0]]), rows(idx, [[1.0]] * len(idx))])
+
+
+def test_sparse_row_sums_adds_in_order_and_counts_devices():
+    sums, counts = sparse_row_sums(4, [rows([3, 0], [[1.0], [2.0]]), rows([0, 1], [[0.5], [4.0]])])
+    assert sums[:, 0].tolist() == [2.5, 4.0, 0.0, 1.0] and counts.tolist() == [2, 1, 0, 1]
+
+
 def test_fedavg_aggregate_is_example_weighted_mean_of_dense_deltas(tmp_path):
     st, _ = make(FedAvg, tmp_path)
     st.global_arrays = {"E": np.array([[1.0, 2.0], [3.0, 4.0]], np.float32),
