@@ -2,13 +2,15 @@
 
 A payload is a flat mapping ``name -> np.ndarray`` plus a small JSON-able ``meta`` dict.
 It travels as a Flower ``NDArrays`` list whose first element is a uint8 header holding the
-names, so a message is self-describing and needs no side channel in the config dict.
+names and where each array lies in the fused per-dtype buffers that follow, so a message is
+self-describing and needs no side channel in the config dict.
 
 Names are namespaced by owner: ``"*/item_emb"`` is broadcast to every device hosted by a
 Flower client, ``"17/rows.idx"`` belongs to device 17. ``SparseRows`` (row indices + values)
 is the standard way to send a subset of an embedding table.
 
-Sizes are the real serialized sizes (``flwr``'s ``ndarray_to_bytes``, i.e. ``np.save``).
+Sizes (``nbytes``) are what the arrays cost sent on their own (``flwr``'s ``ndarray_to_bytes``,
+i.e. ``np.save``): a device is charged its own arrays, not its share of a fused buffer.
 """
 
 from __future__ import annotations
@@ -24,7 +26,7 @@ from flwr.common import ndarray_to_bytes
 from numpy.lib import format as npy_format
 
 BROADCAST = "*"
-HEADER_VERSION = 1
+HEADER_VERSION = 2
 
 
 @dataclass(frozen=True)
@@ -44,23 +46,43 @@ class SparseRows:
 
 
 def pack(arrays: dict[str, np.ndarray], meta: dict[str, Any] | None = None) -> list[np.ndarray]:
-    """Encode named arrays + meta as Flower NDArrays: [header(uint8), *arrays]."""
-    header = {"v": HEADER_VERSION, "names": list(arrays), "meta": meta or {}}
+    """Encode named arrays + meta as Flower NDArrays: [header(uint8), *buffers].
+
+    Arrays of one dtype travel fused in one flat buffer (first-appearance order of dtypes);
+    the header maps each name to (buffer, offset, shape). A cohort's 64 x 4 device arrays
+    thus cost 2-3 ``np.save`` calls on the wire instead of 256 (~0.5 ms per device).
+    """
+    buffers: dict[str, list[np.ndarray]] = {}
+    offsets: dict[str, int] = {}
+    layout = []
+    for a in arrays.values():
+        key = a.dtype.str
+        parts = buffers.setdefault(key, [])
+        layout.append([list(buffers).index(key), offsets.get(key, 0), list(a.shape)])
+        parts.append(np.ascontiguousarray(a).reshape(-1))
+        offsets[key] = offsets.get(key, 0) + a.size
+    header = {"v": HEADER_VERSION, "names": list(arrays), "layout": layout, "meta": meta or {}}
     raw = np.frombuffer(json.dumps(header, separators=(",", ":")).encode(), dtype=np.uint8)
-    return [raw.copy(), *(np.ascontiguousarray(a) for a in arrays.values())]
+    fused = [p[0] if len(p) == 1 else np.concatenate(p) for p in buffers.values()]
+    return [raw.copy(), *fused]
 
 
 def unpack(ndarrays: list[np.ndarray]) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
-    """Inverse of ``pack``."""
+    """Inverse of ``pack``: every array is a view of its buffer."""
     if not ndarrays:
         raise ValueError("empty payload: expected a header array first")
     header = json.loads(ndarrays[0].tobytes().decode())
     if header.get("v") != HEADER_VERSION:
         raise ValueError(f"payload header version {header.get('v')}, expected {HEADER_VERSION}")
-    names = header["names"]
-    if len(names) != len(ndarrays) - 1:
-        raise ValueError(f"payload header names {len(names)} arrays, got {len(ndarrays) - 1}")
-    return dict(zip(names, ndarrays[1:], strict=True)), header["meta"]
+    names, layout, buffers = header["names"], header["layout"], ndarrays[1:]
+    if len(names) != len(layout) or len({b for b, _, _ in layout}) != len(buffers):
+        raise ValueError(f"payload header names {len(names)} arrays in "
+                         f"{len({b for b, _, _ in layout})} buffers, got {len(buffers)}")
+    out = {}
+    for name, (b, start, shape) in zip(names, layout, strict=True):
+        size = int(np.prod(shape, dtype=np.int64))
+        out[name] = buffers[b][start:start + size].reshape(shape)
+    return out, header["meta"]
 
 
 def add_sparse(arrays: dict[str, np.ndarray], name: str, rows: SparseRows) -> None:

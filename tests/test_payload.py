@@ -22,15 +22,24 @@ from fedrec.payload import (
 )
 
 
-def test_pack_layout_is_header_then_arrays_in_insertion_order():
+def test_pack_fuses_arrays_of_one_dtype_in_first_appearance_order():
     a = np.arange(6, dtype=np.float32).reshape(2, 3)
     b = np.array([7, 8], dtype=np.int64)
-    out = pack({"b": b, "a": a}, {"round": 3})
+    c = np.array([9.5], dtype=np.float32)
+    out = pack({"b": b, "a": a, "c": c}, {"round": 3})
     assert len(out) == 3 and out[0].dtype == np.uint8
     header = json.loads(out[0].tobytes().decode())
-    assert header == {"v": HEADER_VERSION, "names": ["b", "a"], "meta": {"round": 3}}
+    assert header == {"v": HEADER_VERSION, "names": ["b", "a", "c"],
+                      "layout": [[0, 0, [2]], [1, 0, [2, 3]], [1, 6, [1]]], "meta": {"round": 3}}
     np.testing.assert_array_equal(out[1], b)
-    np.testing.assert_array_equal(out[2], a)
+    np.testing.assert_array_equal(out[2], [0, 1, 2, 3, 4, 5, 9.5])
+    assert out[2].dtype == np.float32
+
+
+def test_unpacked_arrays_are_views_of_their_buffer():
+    got, _ = unpack(pack({"x": np.ones((2, 2)), "s": np.array(3.0), "y": np.zeros(3)}))
+    assert got["s"].shape == () and float(got["s"]) == 3.0
+    assert got["x"].base is not None and np.shares_memory(got["x"], got["y"].base)
 
 
 def test_roundtrip_keeps_names_dtypes_shapes_values_and_meta():
@@ -48,7 +57,7 @@ def test_roundtrip_keeps_names_dtypes_shapes_values_and_meta():
 def test_pack_makes_non_contiguous_arrays_contiguous():
     t = np.arange(12, dtype=np.float32).reshape(3, 4).T   # Fortran-ordered view
     out = pack({"t": t})
-    assert out[1].flags.c_contiguous
+    assert out[1].flags.c_contiguous and out[1].shape == (12,)
     np.testing.assert_array_equal(unpack(out)[0]["t"], t)
 
 
@@ -63,13 +72,13 @@ def test_unpack_rejects_an_empty_payload():
 
 def test_unpack_rejects_another_header_version():
     raw = np.frombuffer(json.dumps({"v": 99, "names": [], "meta": {}}).encode(), np.uint8)
-    with pytest.raises(ValueError, match="payload header version 99, expected 1"):
+    with pytest.raises(ValueError, match="payload header version 99, expected 2"):
         unpack([raw])
 
 
 def test_unpack_rejects_a_name_count_mismatch():
-    payload = pack({"a": np.zeros(1), "b": np.zeros(1)})
-    with pytest.raises(ValueError, match="payload header names 2 arrays, got 1"):
+    payload = pack({"a": np.zeros(1), "b": np.zeros(1, np.int64)})
+    with pytest.raises(ValueError, match="payload header names 2 arrays in 2 buffers, got 1"):
         unpack(payload[:2])
 
 
