@@ -4,6 +4,7 @@
     python -m experiments.bench_attacks --dataset ml-1m         # the full matrix on ML-1M
     python -m experiments.bench_attacks --dataset ml-1m --attacks pipattack --defences none median
     python -m experiments.bench_attacks --quick --strategy fedncf --fractions 0.05
+    python -m experiments.bench_attacks --dataset ml-1m --render   # tables + heatmap of what ran
 
 Every cell is one FedMF run in the plain loop (experiments.plain_loop: the devices' and the
 cloud's work without Flower; tests/experiments/test_threats_flower.py checks that a Flower
@@ -221,6 +222,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--fractions", nargs="*", type=float, default=list(FRACTIONS))
     p.add_argument("--targets", type=int, default=1, help="number of target items k")
     p.add_argument("--out", default="")
+    p.add_argument("--render", action="store_true",
+                   help="only rewrite results.md / heatmap.png from results.csv (missing cells blank)")
     return p.parse_args(argv)
 
 
@@ -241,13 +244,15 @@ def main(argv: list[str] | None = None) -> None:
     out.mkdir(parents=True, exist_ok=True)
     done = {(r["attack"], r["defence"], float(r["fraction"])) for r in read_rows(out / "results.csv")}
     for attack, defence, f in cells(attacks, defences, fractions):
-        if (attack, defence, f) in done:
+        if (attack, defence, f) in done or a.render:
             continue
         row = run_cell(base, attack, defence, f, out)
         append_row(out / "results.csv", row)
         print(" ".join(f"{k}={row[k]}" for k in COLUMNS), flush=True)
     rows = read_rows(out / "results.csv")
-    header = (f"{a.strategy} on {a.dataset} (max-devices {base['max-devices'] or 'all'}), {rounds} rounds, "
+    ran = sorted({int(r["rounds"]) for r in rows}) or [rounds]  # what the cells ran, not --rounds
+    header = (f"{a.strategy} on {a.dataset} (max-devices {base['max-devices'] or 'all'}), "
+              f"{'/'.join(map(str, ran))} rounds, "
               f"k={a.targets} target item(s); plain loop; code {code_version()}.")
     write_markdown(out / "results.md", rows, attacks, defences, fractions, header)
     heatmap(out / "heatmap.png", rows, attacks, defences, fractions)
