@@ -62,6 +62,7 @@ def write_outputs(out: Path, rows: list[dict[str, Any]], header: str) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
+    rows = sorted(rows, key=lambda r: (r["mechanism"] != "none", r["mechanism"], r["epsilon"]))
     lines = [header, "", "| mechanism | epsilon / round | total epsilon (worst device) | HR@10 | NDCG@10 |",
              "|---|---|---|---|---|"]
     lines += [f"| {r['mechanism']} | {r['epsilon']:g} | {r['total_epsilon']:.4g} | "
@@ -73,9 +74,13 @@ def write_outputs(out: Path, rows: list[dict[str, Any]], header: str) -> None:
         finite = [(e, h) for e, h in pts if math.isfinite(e)]
         if finite:
             ax.plot(*zip(*finite, strict=True), marker="o", label=mech)
+    clip_only = [r["test_hr@10"] for r in rows if r["mechanism"] != "none"
+                 and not math.isfinite(r["epsilon"])]
     for r in rows:
         if r["mechanism"] == "none":
             ax.axhline(r["test_hr@10"], color="grey", ls="--", label="no LDP")
+    if clip_only:
+        ax.axhline(clip_only[0], color="grey", ls=":", label="clip only (eps = inf)")
     ax.set_xscale("log")
     ax.set_xlabel("epsilon per round")
     ax.set_ylabel("HR@10")
