@@ -241,6 +241,8 @@ def main(argv: list[str] | None = None) -> None:
             "max-devices": a.max_devices or (300 if a.quick else 0)}
     tag = f"{a.strategy}-{a.dataset}{'-quick' if a.quick else ''}".removeprefix("fedmf-")
     out = Path(a.out or ROOT / "runs" / f"bench_attacks-{tag}")
+    if a.render and not (out / "results.csv").is_file():
+        raise SystemExit(f"--render: no {out / 'results.csv'}; run the matrix first (without --render)")
     out.mkdir(parents=True, exist_ok=True)
     done = {(r["attack"], r["defence"], float(r["fraction"])) for r in read_rows(out / "results.csv")}
     for attack, defence, f in cells(attacks, defences, fractions):

@@ -30,7 +30,7 @@ from flwr.server.strategy.aggregate import (
 from clients.ldp import clip_rows_l2
 from fedrec.errors import ConfigError
 from fedrec.payload import SparseRows
-from strategies.aggregation import sparse_row_mean, sparse_row_sums, weighted_mean
+from strategies.aggregation import has_repeats, sparse_row_mean, sparse_row_sums, weighted_mean
 
 Info = dict[str, object]
 
@@ -45,7 +45,7 @@ def _dim(n_rows: int, updates: list[SparseRows]) -> int:
     for u in updates:
         if len(u.indices) and not 0 <= u.indices.min() <= u.indices.max() < n_rows:
             raise ValueError(f"row indices must lie in [0, {n_rows})")
-        if len(np.unique(u.indices)) != len(u.indices):
+        if has_repeats(u.indices):
             raise ValueError("SparseRows indices must be unique within one device's upload")
     return dims.pop()
 
@@ -90,8 +90,10 @@ def group_sorted(n_rows: int, updates: list[SparseRows]) -> RowGroups:
     starts = np.cumsum(counts) - counts  # [R]
     bits_row, bits_dev = _bits(n_rows), _bits(len(updates))
     exact32 = np.array_equal(vals, vals.astype(np.float32))
-    sort = _packed_sort if exact32 and bits_row + 32 + bits_dev <= 64 else _ranked_sort
-    values, devices = sort(rows, devs, vals, bits_dev)
+    if exact32 and bits_row + 32 + bits_dev <= 64:
+        values, devices = _packed_sort(rows, devs, vals, bits_dev)
+    else:
+        values, devices = _ranked_sort(rows, devs, vals)
     return RowGroups(uniq, starts, counts, values, devices)
 
 
@@ -131,8 +133,8 @@ def _packed_sort(rows: np.ndarray, devs: np.ndarray, vals: np.ndarray,
     return values, devices
 
 
-def _ranked_sort(rows: np.ndarray, devs: np.ndarray, vals: np.ndarray,
-                 bits_dev: int) -> tuple[np.ndarray, np.ndarray]:
+def _ranked_sort(rows: np.ndarray, devs: np.ndarray,
+                 vals: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Exact float64 path: key = row * N + (global rank of the value, stable), sorted as
     integers (not argsorted) and decoded."""
     n = len(rows)

@@ -5,6 +5,8 @@ from __future__ import annotations
 import csv
 from pathlib import Path
 
+import pytest
+
 from experiments import bench_attacks as B
 
 
@@ -30,3 +32,10 @@ def test_render_writes_tables_from_the_csv_without_running(tmp_path: Path, monke
     assert "| fedrecattack | 1.000 | 0.000 |  |" in md  # hics never ran: blank
     assert "| none | 0.449 |  |  |" in md
     assert (tmp_path / "heatmap.png").stat().st_size > 0
+
+
+def test_render_without_results_fails_with_one_line_and_writes_nothing(tmp_path: Path) -> None:
+    out = tmp_path / "none-yet"
+    with pytest.raises(SystemExit, match=r"--render: no .*results.csv; run the matrix first"):
+        B.main(["--render", "--out", str(out)])
+    assert not out.exists()

@@ -215,7 +215,7 @@ def test_packed_and_ranked_sorts_give_the_same_groups(seed: int) -> None:
                               * np.float32(0.75)))
     g = group_sorted(15, ups)
     rows_, devs, vals = stack_rows(15, ups)
-    values, devices = _ranked_sort(rows_, devs, vals, 6)
+    values, devices = _ranked_sort(rows_, devs, vals)
     np.testing.assert_array_equal(g.values, values)
     np.testing.assert_array_equal(g.devices, devices)
     for r, s, c in zip(g.rows, g.starts, g.counts):  # sorted within each row, per coordinate
