@@ -44,13 +44,16 @@ class FedNCFConfig:
     """FedNCF options (run-config keys ``fedncf-<field>``).
 
     item_lr_scale: the item tables' learning rate is ``lr * item_lr_scale``.
+    user_lr_scale: the private user embeddings' learning rate is ``lr * user_lr_scale``.
     """
 
     item_lr_scale: float = 300.0
+    user_lr_scale: float = 1.0
 
     def __post_init__(self) -> None:
-        if self.item_lr_scale <= 0:
-            raise ConfigError("fedncf-item-lr-scale must be > 0 (1 = one learning rate for all)")
+        for key, value in (("item", self.item_lr_scale), ("user", self.user_lr_scale)):
+            if value <= 0:
+                raise ConfigError(f"fedncf-{key}-lr-scale must be > 0 (1 = the layers' rate)")
 
 
 class FedNCFDevice(EmbeddingDevice):
@@ -58,16 +61,19 @@ class FedNCFDevice(EmbeddingDevice):
 
     model_name = "ncf"
     sparse_tables = ("item_gmf.weight", "item_mlp.weight")
+    user_tables = ("user_gmf.weight", "user_mlp.weight")
 
     def __init__(self, cfg, fed) -> None:  # noqa: ANN001 (RunConfig, federated data)
         require_ncf(cfg.train.model)
         super().__init__(cfg, fed)
-        scale = parse_section(FedNCFConfig, cfg.raw_dict(), "fedncf-").item_lr_scale
-        self.item_lr = cfg.train.lr * scale
+        opts = parse_section(FedNCFConfig, cfg.raw_dict(), "fedncf-")
+        self.item_lr = cfg.train.lr * opts.item_lr_scale
+        self.user_lr = cfg.train.lr * opts.user_lr_scale
 
     def lrs(self) -> dict[str, float]:
         """Per-parameter learning rates for ``clients.trainer.train_local``."""
-        return {name: self.item_lr for name in self.sparse_tables}
+        return {**{name: self.item_lr for name in self.sparse_tables},
+                **{name: self.user_lr for name in self.user_tables}}
 
 
 class FedNCF(SharedModelStrategy):

@@ -154,13 +154,31 @@ def test_fedncf_item_tables_take_scaled_steps(tmp_path):
     one_step = {"batch-size": 1000, "local-epochs": 1}
     st, base = make(FedNCF, tmp_path, **one_step, **{"fedncf-item-lr-scale": 1.0})
     _, scaled = make(FedNCF, tmp_path, **one_step, **{"fedncf-item-lr-scale": 4.0})
-    assert scaled.lrs() == {"item_gmf.weight": 1.2, "item_mlp.weight": 1.2}
+    assert scaled.lrs() == {"item_gmf.weight": 1.2, "item_mlp.weight": 1.2,
+                            "user_gmf.weight": 0.3, "user_mlp.weight": 0.3}
     g = st.fit_broadcast(1)
     a, b = base.fit(task(FIT, 0, g)), scaled.fit(task(FIT, 0, g))
     for name in ("item_gmf.weight.val", "item_mlp.weight.val"):
         assert np.abs(a.upload[name]).max() > 0
         np.testing.assert_allclose(b.upload[name], 4.0 * a.upload[name], rtol=0, atol=1e-7)
     np.testing.assert_array_equal(b.upload["mlp.0.weight"], a.upload["mlp.0.weight"])
+
+
+def test_fedncf_user_embeddings_take_scaled_steps(tmp_path):
+    """One SGD step: the private user vectors move ``fedncf-user-lr-scale`` times as far,
+    the shared uploads do not change."""
+    one_step = {"batch-size": 1000, "local-epochs": 1}
+    st, base = make(FedNCF, tmp_path, **one_step)
+    _, scaled = make(FedNCF, tmp_path, **one_step, **{"fedncf-user-lr-scale": 5.0})
+    g = st.fit_broadcast(1)
+    a, b = base.fit(task(FIT, 0, g)), scaled.fit(task(FIT, 0, g))
+    init = base.private_init(0)
+    for name in ("user_gmf.weight", "user_mlp.weight"):
+        step = a.state[name] - init[name]
+        assert np.abs(step).max() > 0
+        np.testing.assert_allclose(b.state[name] - init[name], 5.0 * step, rtol=1e-4, atol=1e-7)
+    for name in a.upload:
+        np.testing.assert_array_equal(b.upload[name], a.upload[name])
 
 
 def test_pfedrec_mean_of_item_tables_over_participants(tmp_path):
@@ -245,3 +263,9 @@ def test_pfedrec_evaluates_the_model_it_ended_training_with(vectorised, tmp_path
     assert not np.array_equal(st.global_arrays["item_emb.weight"], g["item_emb.weight"])
     (ev,) = dev.run_many([task(EVALUATE, 0, st.eval_broadcast(1), fit.state)])
     assert ev.metrics == trained
+
+
+@pytest.mark.parametrize("key", ["fedncf-item-lr-scale", "fedncf-user-lr-scale"])
+def test_fedncf_rejects_non_positive_lr_scale(tmp_path, key):
+    with pytest.raises(ConfigError, match=f"{key} must be > 0"):
+        make(FedNCF, tmp_path, **{key: 0.0})
