@@ -20,7 +20,8 @@ from flwr.client import NumPyClient
 from clients.device import EVALUATE, FIT, DeviceLogic, DeviceReply, DeviceTask, device_rng
 from clients.state import DeviceStateStore
 from fedrec import devices as dev
-from fedrec.payload import BROADCAST, nbytes, pack, scoped, split_scopes, unpack
+from fedrec.payload import BROADCAST, REDUCED, nbytes, pack, scoped, split_scopes, unpack
+from strategies.aggregation import ReduceSpec, reduce_uploads
 
 ProfileFn = Callable[[int], dev.DeviceProfile]
 
@@ -39,20 +40,27 @@ class DeviceHost(NumPyClient):
         return []  # the strategy owns the global model; devices never seed it
 
     def fit(self, parameters, config):  # noqa: ANN001 (Flower's signature)
-        replies = self._run(parameters, FIT)
+        replies, spec = self._run(parameters, FIT)
         upload: dict[str, np.ndarray] = {}
-        for r in replies:
-            upload.update(scoped(r.device_id, r.upload))
+        if spec is not None:  # the strategy needs only sums: send the cohort's (device order)
+            ok = [r for r in replies if r.status == "ok"]
+            upload = scoped(REDUCED, reduce_uploads([r.upload for r in ok],
+                                                    [r.num_examples for r in ok], spec))
+        else:
+            for r in replies:
+                upload.update(scoped(r.device_id, r.upload))
         info = {str(r.device_id): reply_info(r) for r in replies}
         return pack(upload, {"devices": info}), sum(r.num_examples for r in replies), {}
 
     def evaluate(self, parameters, config):  # noqa: ANN001
-        replies = self._run(parameters, EVALUATE)
+        replies, _ = self._run(parameters, EVALUATE)
         info = {str(r.device_id): reply_info(r) for r in replies}
         n = sum(1 for r in replies if r.status == "ok")
         return 0.0, n, {"devices": json.dumps(info)}
 
-    def _run(self, parameters: list[np.ndarray], kind: str) -> list[DeviceReply]:
+    def _run(self, parameters: list[np.ndarray], kind: str
+             ) -> tuple[list[DeviceReply], ReduceSpec | None]:
+        """Run the named devices; returns their replies (device order) and the reduce spec."""
         arrays, meta = unpack(parameters)
         scopes = split_scopes(arrays)
         broadcast = scopes.pop(BROADCAST, {})
@@ -75,7 +83,7 @@ class DeviceHost(NumPyClient):
             r.costs = device_costs(r, self.profile_of(task.device_id),
                                    down_bcast + nbytes(task.own), kind)
         store.save({r.device_id: r.state for r in replies if r.status == "ok" and r.state is not None})
-        return sorted(replies + dropped, key=lambda r: r.device_id)
+        return sorted(replies + dropped, key=lambda r: r.device_id), meta.get("reduce")
 
     def _run_tasks(self, tasks: list[DeviceTask]) -> list[DeviceReply]:
         """Vectorised path first; if it raises, isolate the failing devices one by one."""

@@ -1,6 +1,6 @@
 """Benchmark 7a: one full-population FedMF round, one device per Flower client vs cohorts.
 
-    python -m experiments.bench_cohort [--dataset ml-1m] [--cohort 64] [--per-device-subset 300]
+    python -m experiments.bench_cohort [--dataset ml-1m] [--cohort 256] [--per-device-subset 300]
 
 Three measurements, each in a fresh subprocess (fresh Ray):
   plain      the same device work in a plain Python loop, no Flower (experiments.plain_loop);
@@ -104,7 +104,8 @@ def child(mode: str, dataset: str, cohort: int, subset: int) -> None:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--dataset", default="ml-1m")
-    ap.add_argument("--cohort", type=int, default=64)
+    ap.add_argument("--cohort", type=int, default=256, help="devices per Flower client "
+                    "(256 = the ML-1M presets' 24 clients)")
     ap.add_argument("--per-device-subset", type=int, default=300)
     ap.add_argument("--out", default=str(ROOT / "runs" / "bench_cohort.json"))
     ap.add_argument("--child", choices=["plain", "cohort", "per-device"])

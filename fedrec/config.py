@@ -128,6 +128,8 @@ class SimConfig:
     eval_every: int = 1
     eval_fraction: float = 1.0
     round_timeout_s: float = 0.0   # 0 = no timeout
+    host_reduce: bool = True       # a cohort sends its devices' summed uploads when the
+                                   # strategy's rule needs only sums (see strategies.aggregation)
 
     def __post_init__(self) -> None:
         _check(self.devices_per_client >= 1, "devices-per-client must be >= 1")

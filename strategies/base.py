@@ -38,8 +38,9 @@ from flwr.server.strategy import Strategy
 from clients.device import EVALUATE, FIT, Arrays, DeviceLogic, DeviceReply
 from fedrec.config import RunConfig
 from fedrec.errors import FedrecError
-from fedrec.payload import BROADCAST, pack, scoped, split_scopes, unpack
+from fedrec.payload import BROADCAST, REDUCED, pack, scoped, split_scopes, unpack
 from fedrec.results import RunRecorder
+from strategies.aggregation import ReduceSpec, Totals, combine_partials
 from strategies.rounds import RoundLog, progress_line, summarise_eval
 
 INFO = 20
@@ -95,6 +96,7 @@ class DeviceStrategy(Strategy):
         self.totals: dict[int, dict[str, float]] = defaultdict(lambda: defaultdict(float))
         self.log = RoundLog(num_rounds=cfg.train.num_rounds)
         self._sent: dict[str, list[int]] = {}
+        self._reduce: ReduceSpec | None = None   # what this round's fit cohorts were asked to sum
         self._waited = False
 
     # ------------------------------------------------------------------ device-level hooks
@@ -129,6 +131,15 @@ class DeviceStrategy(Strategy):
     def round_config(self, rnd: int, kind: str) -> dict[str, Any]:
         return {}
 
+    def reduce_spec(self) -> ReduceSpec | None:
+        """What a cohort may sum instead of sending every device's upload
+        (strategies.aggregation.reduce_uploads); None = the strategy needs every upload."""
+        return None
+
+    def aggregate_totals(self, rnd: int, totals: Totals) -> dict[str, float]:
+        """``aggregate`` from the cohorts' sums; needed only where ``reduce_spec`` is not None."""
+        raise NotImplementedError(f"{type(self).__name__} has a reduce_spec but no aggregate_totals")
+
     def select_fit_devices(self, rnd: int) -> list[int]:
         return sample_devices(self.n_devices, self.cfg.train.fraction_fit, self.cfg.train.seed, rnd)
 
@@ -150,14 +161,25 @@ class DeviceStrategy(Strategy):
     def aggregate_fit(self, server_round: int, results: list[tuple[ClientProxy, FitRes]],
                       failures: list) -> tuple[Parameters | None, dict[str, Any]]:
         replies = self._lost(failures)
+        parts: list[tuple[int, Arrays]] = []   # (first device id, a cohort's sums)
         for proxy, res in results:
             arrays, meta = unpack(parameters_to_ndarrays(res.parameters))
-            replies += decode_replies(split_scopes(arrays), meta["devices"])
+            scopes = split_scopes(arrays)
+            if REDUCED in scopes:
+                parts.append((min(int(d) for d in meta["devices"]), scopes.pop(REDUCED)))
+            replies += decode_replies(scopes, meta["devices"])
         replies.sort(key=lambda r: r.device_id)
         self._account(replies)
         raise_if_all_failed(server_round, replies)
         ok = [r for r in replies if r.status == "ok"]
-        metrics = self.aggregate(server_round, ok) if ok else {}
+        if not ok:
+            metrics = {}
+        elif self._reduce is not None:
+            parts.sort(key=lambda p: p[0])
+            metrics = self.aggregate_totals(server_round, combine_partials([p for _, p in parts],
+                                                                           self._reduce))
+        else:
+            metrics = self.aggregate(server_round, ok)
         self.log.fit_done(replies, metrics)
         return EMPTY, metrics
 
@@ -193,6 +215,10 @@ class DeviceStrategy(Strategy):
                   own: dict[int, Arrays], client_manager: ClientManager) -> list[tuple[ClientProxy, Parameters]]:
         proxies = self._proxies(client_manager)
         self._sent = {}
+        reduce = None
+        if kind == FIT:
+            reduce = self.reduce_spec() if self.shard > 1 and self.cfg.sim.host_reduce else None
+            self._reduce = reduce
         out = []
         for slot, devs in sorted(route(ids, self.shard, len(proxies)).items()):
             arrays = scoped(BROADCAST, broadcast)
@@ -201,6 +227,8 @@ class DeviceStrategy(Strategy):
             meta = {"devices": devs, "round": rnd, "kind": kind, "shard_size": self.shard,
                     "state_dir": str(self.recorder.state_dir.resolve()),
                     "config": self.round_config(rnd, kind)}
+            if reduce is not None:
+                meta["reduce"] = reduce
             proxy = proxies[slot]
             self._sent[proxy.cid] = devs
             out.append((proxy, ndarrays_to_parameters(pack(arrays, meta))))

@@ -16,10 +16,24 @@ from clients.embedding import EmbeddingDevice, model_kwargs
 from fedrec.models import build_model
 from fedrec.models.params import get_arrays
 from fedrec.payload import SparseRows, get_sparse  # noqa: F401 (SparseRows in RowRule)
-from strategies.aggregation import apply_delta, sparse_row_mean, weighted_mean
+from strategies.aggregation import (
+    ReduceSpec,
+    SumsRule,
+    Totals,
+    apply_delta,
+    client_mean_of_sums,
+    row_mean_of_sums,
+    sparse_client_mean,
+    sparse_row_mean,
+    weighted_mean,
+)
 from strategies.base import DeviceStrategy
 
 RowRule = Callable[[int, list[SparseRows]], np.ndarray]
+
+#: row rules that need only per-row sums and counts, and the same rule on those totals
+SUMS_RULES: dict[RowRule, SumsRule] = {sparse_row_mean: row_mean_of_sums,
+                                       sparse_client_mean: client_mean_of_sums}
 
 
 class SharedModelStrategy(DeviceStrategy):
@@ -45,5 +59,26 @@ class SharedModelStrategy(DeviceStrategy):
             else:
                 delta = weighted_mean([r.upload[name] for r in replies],
                                       [r.num_examples for r in replies])
+            self.global_arrays[name] = apply_delta(param, delta, self.cfg.train.server_lr)
+        return {}
+
+    def reduce_spec(self) -> ReduceSpec | None:
+        """Cohorts may send sums when ``aggregate`` is this class's own and its row rule has a
+        sums form (a subclass that overrides ``aggregate``, e.g. a defence, sees every upload)."""
+        if type(self).aggregate is not SharedModelStrategy.aggregate or self.row_rule not in SUMS_RULES:
+            return None
+        sparse = {n: len(p) for n, p in self.global_arrays.items() if n in self.device_cls.sparse_tables}
+        return {"sparse": sparse, "dense": [n for n in self.global_arrays if n not in sparse]}
+
+    def aggregate_totals(self, rnd: int, totals: Totals) -> dict[str, float]:
+        """``aggregate`` computed from the cohorts' summed uploads."""
+        rule = SUMS_RULES[self.row_rule]
+        for name, param in self.global_arrays.items():
+            if name in totals.rows:
+                delta = rule(*totals.rows[name], totals.devices).reshape(param.shape)
+            elif name in totals.dense and totals.weight > 0:
+                delta = totals.dense[name] / totals.weight       # example-weighted mean
+            else:
+                continue
             self.global_arrays[name] = apply_delta(param, delta, self.cfg.train.server_lr)
         return {}

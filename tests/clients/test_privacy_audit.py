@@ -69,7 +69,8 @@ def touched_rows(logic, d: int) -> np.ndarray:
 
 @pytest.mark.parametrize("ldp", ["none", "laplace"])
 def test_fedmf_uploads_only_the_touched_item_rows(tmp_path, ldp: str) -> None:
-    st, logic, captured = fit_round(tmp_path, ldp=ldp, ldp_epsilon_mix="50:1")
+    # each device's own upload on the wire (host-reduce=false; with it, see the next test)
+    st, logic, captured = fit_round(tmp_path, ldp=ldp, ldp_epsilon_mix="50:1", host_reduce=False)
     metrics = {"loss"} | (LDP_METRICS if ldp != "none" else set())
     seen = 0
     for meta, scopes in captured.values():
@@ -89,6 +90,28 @@ def test_fedmf_uploads_only_the_touched_item_rows(tmp_path, ldp: str) -> None:
             t = logic.cfg.train
             assert rep["n"] == t.local_epochs * len(positives) * (1 + t.num_negatives)
             seen += 1
+    assert seen == logic.fed.n_devices and st.log._cur["devices_ok"] == seen
+
+
+def test_fedmf_cohort_sums_carry_no_per_device_rows(tmp_path) -> None:
+    """With host reduction a cohort's message holds only sums over its devices: per row the
+    summed deltas and how many devices sent it, and the cohort's totals; no device scope."""
+    st, logic, captured = fit_round(tmp_path)
+    sums = {f"{t}.{k}" for t in ("item_emb.weight", "item_bias") for k in ("rows", "sum", "count")}
+    seen = 0
+    for meta, scopes in captured.values():
+        assert set(meta) == {"devices"} and set(scopes) == {"+"}
+        part = scopes["+"]
+        assert set(part) == sums | {"n"}
+        touched = np.unique(np.concatenate([touched_rows(logic, int(d)) for d in meta["devices"]]))
+        for table in ("item_emb.weight", "item_bias"):
+            np.testing.assert_array_equal(part[f"{table}.rows"], touched)
+            assert part[f"{table}.sum"].dtype == np.float64
+        counts = sum(np.isin(touched, touched_rows(logic, int(d))).astype(int) for d in meta["devices"])
+        np.testing.assert_array_equal(part["item_emb.weight.count"], counts)
+        for rep in meta["devices"].values():
+            assert set(rep) == REPORT_KEYS and set(rep["metrics"]) == {"loss"}
+        seen += len(meta["devices"])
     assert seen == logic.fed.n_devices and st.log._cur["devices_ok"] == seen
 
 
