@@ -96,21 +96,61 @@ def _masked_bce(scorer: _Scorer, params, idx, y):  # noqa: ANN001, ANN202 - vmap
     return per.sum() / m.sum().clamp(min=1.0), per.sum()
 
 
+class CohortAdam:
+    """torch.optim.Adam (defaults) on every device's parameter copy [U, ...] at once.
+
+    A device whose step s is padding (it has fewer mini-batches) must not move: Adam would
+    still step on its momentum. ``active`` [U] masks such devices; each device counts its own
+    steps for the bias corrections, exactly as a fresh torch Adam per device does.
+    """
+
+    def __init__(self, params: dict[str, torch.Tensor], betas: tuple[float, float] = (0.9, 0.999),
+                 eps: float = 1e-8) -> None:
+        self.b1, self.b2, self.eps = betas[0], betas[1], eps
+        self.m = {n: torch.zeros_like(p) for n, p in params.items()}   # first moments
+        self.v = {n: torch.zeros_like(p) for n, p in params.items()}   # second moments
+        n_dev = next(iter(params.values())).shape[0]
+        self.t = torch.zeros(n_dev, dtype=torch.float64)               # [U] steps taken
+
+    @torch.no_grad()
+    def step(self, params: dict[str, torch.Tensor], grads: dict[str, torch.Tensor],
+             lrs: dict[str, float], active: torch.Tensor) -> None:
+        self.t += active.double()
+        t = self.t.clamp(min=1.0)
+        bc1 = 1.0 - self.b1 ** t                                        # [U] float64
+        bc2_sqrt = (1.0 - self.b2 ** t).sqrt()                          # [U]
+        for n, g in grads.items():
+            shape = (-1,) + (1,) * (g.dim() - 1)
+            on = active.view(shape)
+            self.m[n] = torch.where(on, self.m[n].lerp(g, 1 - self.b1), self.m[n])
+            self.v[n] = torch.where(on, self.v[n] * self.b2 + (1 - self.b2) * g * g, self.v[n])
+            denom = self.v[n].sqrt() / bc2_sqrt.to(g.dtype).view(shape) + self.eps
+            step = (lrs[n] / bc1).to(g.dtype).view(shape) * self.m[n] / denom
+            params[n].sub_(torch.where(on, step, torch.zeros_like(step)))
+
+
 def train_cohort(model: RecModel, steps: CohortSteps, params: dict[str, torch.Tensor],
-                 lrs: dict[str, float]) -> np.ndarray:
-    """SGD on every device's copy, in place. Returns last-epoch mean loss per device [U]."""
+                 lrs: dict[str, float], optimizer: str = "sgd") -> np.ndarray:
+    """SGD or Adam (``clients.trainer.train_local``'s) on every device's copy, in place.
+    Returns last-epoch mean loss per device [U]."""
     scorer = _Scorer(model)
     step = vmap(lambda p, i, y: _masked_bce(scorer, p, i, y))
     idx_all, lab_all = torch.from_numpy(steps.idx), torch.from_numpy(steps.lab)
     U, S, _ = idx_all.shape
     loss_sum = torch.zeros(U, dtype=torch.float64)
     names = list(params)
+    adam = CohortAdam(params) if optimizer == "adam" else None
     for s in range(S):
         mean_loss, sum_loss = step(params, idx_all[:, s], lab_all[:, s])   # [U], [U]
         grads = torch.autograd.grad(mean_loss.sum(), [params[n] for n in names])
-        with torch.no_grad():
-            for n, g in zip(names, grads, strict=True):
-                params[n].sub_(lrs[n.removeprefix("inner.")] * g)
+        if adam is not None:
+            adam.step(params, dict(zip(names, grads, strict=True)),
+                      {n: lrs[n.removeprefix("inner.")] for n in names},
+                      active=idx_all[:, s, 0] >= 0)
+        else:
+            with torch.no_grad():
+                for n, g in zip(names, grads, strict=True):
+                    params[n].sub_(lrs[n.removeprefix("inner.")] * g)
         keep = torch.from_numpy(steps.last[:, s])
         loss_sum[keep] += sum_loss.detach()[keep].double()
     n_last = torch.from_numpy(((steps.idx >= 0) & steps.last[..., None]).sum((1, 2))).double()

@@ -82,11 +82,16 @@ class EmbeddingDevice(DeviceLogic):
     def lrs(self) -> dict[str, float] | None:
         return None
 
+    def optimizer(self) -> str:
+        """Local optimiser: ``sgd`` (default) or ``adam`` (clients.trainer.OPTIMIZERS)."""
+        return "sgd"
+
     def fit(self, task: DeviceTask) -> DeviceReply:
         self.load(task)
         data = self.fed.device(task.device_id)
         before = {n: task.broadcast[n] for n in self.shared}
-        loss, touched, n_seen = train_local(self.model, data, self.train_cfg, task.rng, self.lrs())
+        loss, touched, n_seen = train_local(self.model, data, self.train_cfg, task.rng, self.lrs(),
+                                            self.optimizer())
         after = get_arrays(self.model)
         return DeviceReply(
             device_id=task.device_id,
@@ -141,7 +146,7 @@ class EmbeddingDevice(DeviceLogic):
         bcast = tasks[0].broadcast
         params = stack_params(self.model, steps, bcast, privates, self.sparse_tables)
         lrs = {n: (self.lrs() or {}).get(n, t.lr) for n, _ in self.model.named_parameters()}
-        loss = train_cohort(self.model, steps, params, lrs)
+        loss = train_cohort(self.model, steps, params, lrs, self.optimizer())
         replies = []
         for u, task in enumerate(tasks):
             after = {n: params[f"inner.{n}"][u].detach().numpy() for n, _ in self.model.named_parameters()}
@@ -174,6 +179,8 @@ class EmbeddingDevice(DeviceLogic):
         return 3.0 * 2.0 * n_examples * (self._dense_numel + 2 * dim)
 
     def memory_bytes(self, n_examples: int) -> float:
-        """Model (float32) + optimizer-free SGD grads + a batch of activations."""
-        return 4.0 * (2 * self.n_params() + self.cfg.train.batch_size * 8 * self.cfg.train.embedding_dim)
+        """Model (float32) + grads (+ Adam's two moments) + a batch of activations."""
+        moments = 2 * self.n_params() if self.optimizer() == "adam" else 0
+        return 4.0 * (2 * self.n_params() + moments
+                      + self.cfg.train.batch_size * 8 * self.cfg.train.embedding_dim)
 

@@ -57,10 +57,14 @@ def local_examples(data: DeviceData, n_items: int, k: int,
     return items, (order < len(pos)).astype(np.float32)  # label 1 = one of the P positives
 
 
+OPTIMIZERS = ("sgd", "adam")
+
+
 def train_local(model: RecModel, data: DeviceData, cfg: LocalTrainConfig,
-                rng: np.random.Generator, lrs: dict[str, float] | None = None
-                ) -> tuple[float, np.ndarray, int]:
-    """SGD epochs of BCE on the device's examples.
+                rng: np.random.Generator, lrs: dict[str, float] | None = None,
+                optimizer: str = "sgd") -> tuple[float, np.ndarray, int]:
+    """Epochs of BCE on the device's examples with plain SGD or Adam (torch defaults:
+    betas 0.9/0.999, eps 1e-8; its moments start at zero every round: nothing persists).
 
     lrs: optional per-parameter-name learning rate (default ``cfg.lr``).
     Returns (mean loss of the last epoch, touched item ids [T] sorted, examples seen).
@@ -68,7 +72,10 @@ def train_local(model: RecModel, data: DeviceData, cfg: LocalTrainConfig,
     groups: dict[float, list[torch.nn.Parameter]] = {}
     for name, p in model.named_parameters():
         groups.setdefault((lrs or {}).get(name, cfg.lr), []).append(p)
-    opt = torch.optim.SGD([{"params": ps, "lr": lr} for lr, ps in groups.items()])
+    param_groups = [{"params": ps, "lr": lr} for lr, ps in groups.items()]
+    if optimizer not in OPTIMIZERS:
+        raise ValueError(f"optimizer {optimizer!r}: expected one of {', '.join(OPTIMIZERS)}")
+    opt = torch.optim.Adam(param_groups) if optimizer == "adam" else torch.optim.SGD(param_groups)
     touched: list[np.ndarray] = []
     seen, last_loss = 0, float("nan")
     for _ in range(cfg.epochs):

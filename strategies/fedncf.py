@@ -25,6 +25,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from clients.embedding import EmbeddingDevice
+from clients.trainer import OPTIMIZERS
 from fedrec.config import parse_section
 from fedrec.errors import ConfigError
 from strategies.aggregation import sparse_row_mean
@@ -45,12 +46,16 @@ class FedNCFConfig:
 
     item_lr_scale: the item tables' learning rate is ``lr * item_lr_scale``.
     user_lr_scale: the private user embeddings' learning rate is ``lr * user_lr_scale``.
+    optimizer: local optimiser, ``sgd`` or ``adam`` (torch defaults, fresh every round).
     """
 
     item_lr_scale: float = 300.0
     user_lr_scale: float = 1.0
+    optimizer: str = "sgd"
 
     def __post_init__(self) -> None:
+        if self.optimizer not in OPTIMIZERS:
+            raise ConfigError(f"fedncf-optimizer={self.optimizer!r}: use one of {', '.join(OPTIMIZERS)}")
         for key, value in (("item", self.item_lr_scale), ("user", self.user_lr_scale)):
             if value <= 0:
                 raise ConfigError(f"fedncf-{key}-lr-scale must be > 0 (1 = the layers' rate)")
@@ -69,6 +74,10 @@ class FedNCFDevice(EmbeddingDevice):
         opts = parse_section(FedNCFConfig, cfg.raw_dict(), "fedncf-")
         self.item_lr = cfg.train.lr * opts.item_lr_scale
         self.user_lr = cfg.train.lr * opts.user_lr_scale
+        self._optimizer = opts.optimizer
+
+    def optimizer(self) -> str:
+        return self._optimizer
 
     def lrs(self) -> dict[str, float]:
         """Per-parameter learning rates for ``clients.trainer.train_local``."""

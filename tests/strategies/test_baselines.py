@@ -269,3 +269,8 @@ def test_pfedrec_evaluates_the_model_it_ended_training_with(vectorised, tmp_path
 def test_fedncf_rejects_non_positive_lr_scale(tmp_path, key):
     with pytest.raises(ConfigError, match=f"{key} must be > 0"):
         make(FedNCF, tmp_path, **{key: 0.0})
+
+
+def test_fedncf_rejects_an_unknown_optimizer(tmp_path):
+    with pytest.raises(ConfigError, match="fedncf-optimizer='adamw': use one of sgd, adam"):
+        make(FedNCF, tmp_path, **{"fedncf-optimizer": "adamw"})
