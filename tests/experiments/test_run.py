@@ -276,15 +276,32 @@ def test_same_seed_gives_identical_rounds(cohort8, tmp_path):
     assert read_summary(cohort8)["status"] == "finished"
 
 
+def assert_same_rounds(one: list[dict], other: list[dict]) -> None:
+    """Every non-timing field of every round agrees to 1e-6."""
+    assert [sorted(r) for r in one] == [sorted(r) for r in other]
+    for a, b in zip(one, other, strict=True):
+        for key in a:
+            assert a[key] == pytest.approx(b[key], abs=1e-6), key
+
+
 @pytest.mark.slow
 def test_one_device_per_client_equals_cohorts_of_8(cohort8, tmp_path, capsys):
     assert inprocess(tmp_path, "devices-per-client=1", "run-name=c") == 0
     assert "30 devices on 30 Flower clients" in capsys.readouterr().out
-    one, eight = comparable(tmp_path / "c"), comparable(cohort8)
-    assert [sorted(r) for r in one] == [sorted(r) for r in eight]
-    for a, b in zip(one, eight, strict=True):
-        for key in a:
-            assert a[key] == pytest.approx(b[key], abs=1e-6), key
+    assert_same_rounds(comparable(tmp_path / "c"), comparable(cohort8))
+
+
+@pytest.mark.slow
+def test_one_device_per_client_equals_cohorts_of_64(tmp_path, capsys):
+    """100 devices: 100 Flower clients vs a full cohort of 64 and a partial one of 36."""
+    common = ("synthetic-size=small", "max-devices=100", "num-rounds=2")
+    assert inprocess(tmp_path, *common, "devices-per-client=64", "run-name=c64") == 0
+    assert "100 devices on 2 Flower clients" in capsys.readouterr().out
+    assert inprocess(tmp_path, *common, "devices-per-client=1", "run-name=c1") == 0
+    assert "100 devices on 100 Flower clients" in capsys.readouterr().out
+    one, cohorts = comparable(tmp_path / "c1"), comparable(tmp_path / "c64")
+    assert len(one) == 2 and one[-1]["devices_ok"] > 0 and one[-1]["test_hr@10"] > 0
+    assert_same_rounds(one, cohorts)
 
 
 @pytest.mark.slow
