@@ -97,11 +97,14 @@ def _masked_bce(scorer: _Scorer, params, idx, y):  # noqa: ANN001, ANN202 - vmap
 
 
 class CohortAdam:
-    """torch.optim.Adam (defaults) on every device's parameter copy [U, ...] at once.
+    """torch.optim.Adam (defaults) on every device's parameter copy [U, ...] at once, with
+    torch's own single-tensor update (lerp_, addcmul_, addcdiv_).
 
     A device whose step s is padding (it has fewer mini-batches) must not move: Adam would
-    still step on its momentum. ``active`` [U] masks such devices; each device counts its own
-    steps for the bias corrections, exactly as a fresh torch Adam per device does.
+    still step on its momentum, so only the ``act`` devices of a step are updated. Padding
+    comes only after a device's last mini-batch (``cohort_steps``), so every device that moves
+    at step s takes its (s+1)-th Adam step: one bias correction for all of them, exactly as a
+    fresh torch Adam per device.
     """
 
     def __init__(self, params: dict[str, torch.Tensor], betas: tuple[float, float] = (0.9, 0.999),
@@ -109,29 +112,26 @@ class CohortAdam:
         self.b1, self.b2, self.eps = betas[0], betas[1], eps
         self.m = {n: torch.zeros_like(p) for n, p in params.items()}   # first moments
         self.v = {n: torch.zeros_like(p) for n, p in params.items()}   # second moments
-        n_dev = next(iter(params.values())).shape[0]
-        self.t = torch.zeros(n_dev, dtype=torch.float64)               # [U] steps taken
 
     @torch.no_grad()
     def step(self, params: dict[str, torch.Tensor], grads: dict[str, torch.Tensor],
-             lrs: dict[str, float], active: torch.Tensor) -> None:
-        self.t += active.double()
-        t = self.t.clamp(min=1.0)
-        bc1 = 1.0 - self.b1 ** t                                        # [U] float64
-        bc2_sqrt = (1.0 - self.b2 ** t).sqrt()                          # [U]
+             lrs: dict[str, float], t: int, act: torch.Tensor | None) -> None:
+        """Adam step ``t`` (1-based) of the ``act`` devices (None = all), in place: ``params``
+        and ``grads`` hold those devices' rows [A, ...]."""
+        bc1, bc2_sqrt = 1 - self.b1 ** t, (1 - self.b2 ** t) ** 0.5
         for n, g in grads.items():
-            shape = (-1,) + (1,) * (g.dim() - 1)
-            on = active.view(shape)
-            self.m[n] = torch.where(on, self.m[n].lerp(g, 1 - self.b1), self.m[n])
-            self.v[n] = torch.where(on, self.v[n] * self.b2 + (1 - self.b2) * g * g, self.v[n])
-            denom = self.v[n].sqrt() / bc2_sqrt.to(g.dtype).view(shape) + self.eps
-            step = (lrs[n] / bc1).to(g.dtype).view(shape) * self.m[n] / denom
-            params[n].sub_(torch.where(on, step, torch.zeros_like(step)))
+            m, v = (self.m[n], self.v[n]) if act is None else (self.m[n][act], self.v[n][act])
+            m.lerp_(g, 1 - self.b1)
+            v.mul_(self.b2).addcmul_(g, g, value=1 - self.b2)
+            params[n].addcdiv_(m, (v.sqrt() / bc2_sqrt).add_(self.eps), value=-lrs[n] / bc1)
+            if act is not None:                   # m, v were gathered copies: scatter back
+                self.m[n][act], self.v[n][act] = m, v
 
 
 def train_cohort(model: RecModel, steps: CohortSteps, params: dict[str, torch.Tensor],
                  lrs: dict[str, float], optimizer: str = "sgd") -> np.ndarray:
     """SGD or Adam (``clients.trainer.train_local``'s) on every device's copy, in place.
+    Each step computes and moves only the devices that have a mini-batch at that step.
     Returns last-epoch mean loss per device [U]."""
     scorer = _Scorer(model)
     step = vmap(lambda p, i, y: _masked_bce(scorer, p, i, y))
@@ -139,19 +139,30 @@ def train_cohort(model: RecModel, steps: CohortSteps, params: dict[str, torch.Te
     U, S, _ = idx_all.shape
     loss_sum = torch.zeros(U, dtype=torch.float64)
     names = list(params)
+    step_lrs = {n: lrs[n.removeprefix("inner.")] for n in names}
     adam = CohortAdam(params) if optimizer == "adam" else None
+    active = torch.from_numpy(steps.idx[:, :, 0] >= 0)                     # [U, S]
     for s in range(S):
-        mean_loss, sum_loss = step(params, idx_all[:, s], lab_all[:, s])   # [U], [U]
-        grads = torch.autograd.grad(mean_loss.sum(), [params[n] for n in names])
+        act = active[:, s].nonzero().squeeze(1)                            # [A]
+        if len(act) == U:
+            act, sub, idx, lab = None, params, idx_all[:, s], lab_all[:, s]
+        else:                                  # the rest pad: train a copy of the active rows
+            sub = {n: p[act].detach().requires_grad_(True) for n, p in params.items()}
+            idx, lab = idx_all[act, s], lab_all[act, s]
+        mean_loss, sum_loss = step(sub, idx, lab)                          # [A], [A]
+        grads = torch.autograd.grad(mean_loss.sum(), [sub[n] for n in names])
         if adam is not None:
-            adam.step(params, dict(zip(names, grads, strict=True)),
-                      {n: lrs[n.removeprefix("inner.")] for n in names},
-                      active=idx_all[:, s, 0] >= 0)
+            adam.step(sub, dict(zip(names, grads, strict=True)), step_lrs, s + 1, act)
         else:
             with torch.no_grad():
                 for n, g in zip(names, grads, strict=True):
-                    params[n].sub_(lrs[n.removeprefix("inner.")] * g)
-        keep = torch.from_numpy(steps.last[:, s])
-        loss_sum[keep] += sum_loss.detach()[keep].double()
+                    sub[n].sub_(step_lrs[n] * g)
+        if act is not None:
+            with torch.no_grad():
+                for n in names:
+                    params[n][act] = sub[n]
+        rows = slice(None) if act is None else act
+        keep = torch.from_numpy(steps.last[:, s])[rows]                    # [A]
+        loss_sum[rows] += torch.where(keep, sum_loss.detach().double(), 0.0)
     n_last = torch.from_numpy(((steps.idx >= 0) & steps.last[..., None]).sum((1, 2))).double()
     return (loss_sum / n_last.clamp(min=1)).numpy()

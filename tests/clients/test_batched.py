@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 import torch
 
-from clients.batched import cohort_steps
+from clients.batched import CohortAdam, cohort_steps
 from clients.device import DeviceLogic, DeviceTask, device_rng
 from fedrec.config import parse_run_config
 from fedrec.results import RunRecorder
@@ -94,3 +94,27 @@ def test_fedncf_adam_vectorised_equals_loop_whatever_the_cohort(tmp_path):
             np.testing.assert_allclose(b.state[k], a.state[k], rtol=1e-4, atol=2e-6)
         # Adam's first step moves every touched coordinate by ~lr, SGD's by lr * gradient
         assert np.abs(a.upload["item_gmf.weight.val"]).max() > 5 * np.abs(d.upload["item_gmf.weight.val"]).max()
+
+
+def test_cohort_adam_is_torch_adam_per_device():
+    """CohortAdam moving only the active devices at step t equals one torch Adam per device
+    that stops after its own number of steps (padding comes only after a device's last step)."""
+    gen = torch.Generator().manual_seed(0)
+    n_steps = [3, 1, 5]                                          # per device
+    start = torch.randn(3, 4, 2, generator=gen)                  # [U, T, D]
+    grads = torch.randn(max(n_steps), 3, 4, 2, generator=gen)    # [S, U, T, D]
+    cohort = {"w": start.clone()}
+    adam = CohortAdam(cohort)
+    for s in range(max(n_steps)):
+        act = torch.tensor([u for u, n in enumerate(n_steps) if s < n])
+        sub = {"w": cohort["w"][act]}
+        adam.step(sub, {"w": grads[s, act]}, {"w": 0.03}, s + 1, act)
+        cohort["w"][act] = sub["w"]
+    for u, n in enumerate(n_steps):
+        w = start[u].clone().requires_grad_(True)
+        opt = torch.optim.Adam([w], lr=0.03)
+        for s in range(n):
+            w.grad = grads[s, u].clone()
+            opt.step()
+        assert torch.equal(cohort["w"][u], w.detach()), u
+        assert torch.equal(adam.m["w"][u], opt.state[w]["exp_avg"])
