@@ -142,14 +142,14 @@ def train_cohort(model: RecModel, steps: CohortSteps, params: dict[str, torch.Te
     step_lrs = {n: lrs[n.removeprefix("inner.")] for n in names}
     adam = CohortAdam(params) if optimizer == "adam" else None
     active = torch.from_numpy(steps.idx[:, :, 0] >= 0)                     # [U, S]
+    last = torch.from_numpy(steps.last)                                    # [U, S]
     for s in range(S):
         act = active[:, s].nonzero().squeeze(1)                            # [A]
         if len(act) == U:
-            act, sub, idx, lab = None, params, idx_all[:, s], lab_all[:, s]
+            act, rows, sub = None, slice(None), params
         else:                                  # the rest pad: train a copy of the active rows
-            sub = {n: p[act].detach().requires_grad_(True) for n, p in params.items()}
-            idx, lab = idx_all[act, s], lab_all[act, s]
-        mean_loss, sum_loss = step(sub, idx, lab)                          # [A], [A]
+            rows, sub = act, {n: p[act].detach().requires_grad_(True) for n, p in params.items()}
+        mean_loss, sum_loss = step(sub, idx_all[rows, s], lab_all[rows, s])  # [A], [A]
         grads = torch.autograd.grad(mean_loss.sum(), [sub[n] for n in names])
         if adam is not None:
             adam.step(sub, dict(zip(names, grads, strict=True)), step_lrs, s + 1, act)
@@ -161,8 +161,6 @@ def train_cohort(model: RecModel, steps: CohortSteps, params: dict[str, torch.Te
             with torch.no_grad():
                 for n in names:
                     params[n][act] = sub[n]
-        rows = slice(None) if act is None else act
-        keep = torch.from_numpy(steps.last[:, s])[rows]                    # [A]
-        loss_sum[rows] += torch.where(keep, sum_loss.detach().double(), 0.0)
+        loss_sum[rows] += torch.where(last[rows, s], sum_loss.detach().double(), 0.0)
     n_last = torch.from_numpy(((steps.idx >= 0) & steps.last[..., None]).sum((1, 2))).double()
     return (loss_sum / n_last.clamp(min=1)).numpy()
