@@ -7,8 +7,9 @@ Three measurements, each in a fresh subprocess (fresh Ray):
   cohort     Flower simulation, devices-per-client=N (all devices, one client per N);
   per-device Flower simulation, devices-per-client=1, on the first K devices only (a full
              6,040-client round takes 7-12 minutes here), extrapolated linearly to all devices.
-Wall time is the fit phase of round 2 (round 1 includes Ray start and data loading); peak RSS
-is the sum over this process tree (Ray workers included), sampled every 0.2 s.
+Wall time is the fit phase of round 2 (round 1 includes Ray start and data loading); peak
+memory is the whole process tree of each step (Ray's gcs_server, raylet and workers included;
+``fedrec.memory.TreeSampler``, every 0.2 s): PSS (shared pages counted once) and RSS.
 Results: a table on stdout and JSON in --out (default runs/bench_cohort.json).
 """
 
@@ -20,52 +21,24 @@ import math
 import os
 import subprocess
 import sys
-import threading
-import time
 from pathlib import Path
+
+from fedrec.memory import TreePeak, TreeSampler, become_subreaper
 
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def tree_rss_bytes(pid: int) -> int:
-    """Sum of RSS over ``pid`` and all its descendants (Linux /proc)."""
-    children: dict[int, list[int]] = {}
-    rss: dict[int, int] = {}
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            stat = (entry / "stat").read_text().rsplit(")", 1)[1].split()
-            children.setdefault(int(stat[1]), []).append(int(entry.name))
-            rss[int(entry.name)] = int(stat[21]) * os.sysconf("SC_PAGE_SIZE")
-        except (OSError, IndexError, ValueError):
-            continue
-    total, todo = 0, [pid]
-    while todo:
-        p = todo.pop()
-        total += rss.get(p, 0)
-        todo += children.get(p, [])
-    return total
-
-
-def measure(cmd: list[str]) -> tuple[dict, float]:
-    """Run ``cmd``; return its last-line JSON and the peak tree RSS in bytes."""
+def measure(cmd: list[str]) -> tuple[dict, TreePeak]:
+    """Run ``cmd``; return its last-line JSON and the peaks of this process's descendants
+    (``cmd``, Ray's gcs_server/raylet/workers, and orphans, which re-parent to us)."""
+    become_subreaper()
     proc = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.PIPE, text=True,
                             env={**os.environ, "RAY_ACCEL_ENV_VAR_OVERRIDE_ON_ZERO": "0"})
-    peak = [0]
-
-    def sample() -> None:
-        while proc.poll() is None:
-            peak[0] = max(peak[0], tree_rss_bytes(proc.pid))
-            time.sleep(0.2)
-
-    t = threading.Thread(target=sample, daemon=True)
-    t.start()
-    out, _ = proc.communicate()
-    t.join()
+    with TreeSampler(os.getpid(), interval_s=0.2, include_root=False) as sampler:
+        out, _ = proc.communicate()
     if proc.returncode != 0:
         raise SystemExit(f"benchmark step failed ({proc.returncode}): {' '.join(cmd)}")
-    return json.loads(out.strip().splitlines()[-1]), peak[0]
+    return json.loads(out.strip().splitlines()[-1]), sampler.peak
 
 
 def child(mode: str, dataset: str, cohort: int, subset: int) -> None:
@@ -116,10 +89,11 @@ def main() -> None:
     res = {}
     for mode in ("plain", "cohort", "per-device"):
         print(f"running {mode} ...", flush=True)
-        out, rss = measure([sys.executable, "-m", "experiments.bench_cohort", "--child", mode,
+        out, peak = measure([sys.executable, "-m", "experiments.bench_cohort", "--child", mode,
                             "--dataset", a.dataset, "--cohort", str(a.cohort),
                             "--per-device-subset", str(a.per_device_subset)])
-        res[mode] = {**out, "peak_rss_mb": rss / 2**20}
+        res[mode] = {**out, "peak_pss_mb": peak.pss_bytes / 2**20,  # MiB
+                     "peak_rss_mb": peak.rss_bytes / 2**20, "peak_procs": peak.n_procs}
     n_all = res["cohort"]["devices"]
     per_dev = res["per-device"]["fit_s"] / res["per-device"]["devices"]
     res["per-device"]["extrapolated_fit_s"] = per_dev * n_all
@@ -127,15 +101,22 @@ def main() -> None:
     res["cohort_vs_plain"] = res["cohort"]["fit_s"] / res["plain"]["fit_s"]
     Path(a.out).parent.mkdir(parents=True, exist_ok=True)
     Path(a.out).write_text(json.dumps(res, indent=2))
-    print(f"\n{a.dataset}, FedMF, one local epoch, {n_all} devices, round 2 fit phase")
-    print(f"{'mode':<12}{'wall s':>10}{'per device ms':>15}{'peak RSS MB':>13}")
-    print(f"{'plain loop':<12}{res['plain']['fit_s']:>10.2f}{res['plain']['fit_s'] / n_all * 1e3:>15.2f}"
-          f"{res['plain']['peak_rss_mb']:>13.0f}")
-    print(f"{'cohort ' + str(a.cohort):<12}{res['cohort']['fit_s']:>10.2f}"
-          f"{res['cohort']['fit_s'] / n_all * 1e3:>15.2f}{res['cohort']['peak_rss_mb']:>13.0f}")
-    print(f"{'per device':<12}{res['per-device']['extrapolated_fit_s']:>10.1f}{per_dev * 1e3:>15.2f}"
-          f"{res['per-device']['peak_rss_mb']:>13.0f}  (measured on {res['per-device']['devices']} "
-          "devices, extrapolated)")
+    print_table(res, a.dataset, a.cohort)
+
+
+def print_table(res: dict, dataset: str, cohort: int) -> None:
+    """The results as a table (memory in MiB)."""
+    n_all = res["cohort"]["devices"]
+    per_dev = res["per-device"]["fit_s"] / res["per-device"]["devices"]
+    print(f"\n{dataset}, FedMF, one local epoch, {n_all} devices, round 2 fit phase")
+    print(f"{'mode':<12}{'wall s':>10}{'per device ms':>15}{'tree PSS MiB':>14}{'tree RSS MiB':>14}")
+    rows = [("plain loop", "plain", res["plain"]["fit_s"], res["plain"]["fit_s"] / n_all),
+            (f"cohort {cohort}", "cohort", res["cohort"]["fit_s"], res["cohort"]["fit_s"] / n_all),
+            ("per device", "per-device", res["per-device"]["extrapolated_fit_s"], per_dev)]
+    for label, mode, wall, each in rows:
+        print(f"{label:<12}{wall:>10.2f}{each * 1e3:>15.2f}{res[mode]['peak_pss_mb']:>14.0f}"
+              f"{res[mode]['peak_rss_mb']:>14.0f}")
+    print(f"(per device: measured on {res['per-device']['devices']} devices, extrapolated)")
     print(f"cohort speed-up vs one device per client: {res['speedup_cohort_vs_per_device']:.0f}x; "
           f"cohort / plain loop: {res['cohort_vs_plain']:.2f}x")
 

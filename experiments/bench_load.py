@@ -2,7 +2,10 @@
 
 Each measurement runs in a fresh Python process, which reports the wall time of the
 ``load_dataset`` call alone (imports excluded) and its own peak RSS
-(``resource.getrusage(RUSAGE_SELF).ru_maxrss``), next to the RSS after imports.
+(``resource.getrusage(RUSAGE_SELF).ru_maxrss``), next to the RSS after imports. The child
+starts no processes (checked after the load: its tree, ``fedrec.memory.tree_pids``, is one
+process), so its own ``ru_maxrss`` is its whole tree's, and exact, where a sampler would miss
+most of a 0.1-0.5 s load.
 
     python experiments/bench_load.py [--data-root DIR] [--repeat 3]
 
@@ -14,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import resource
 import statistics
 import subprocess
@@ -31,6 +35,7 @@ SOURCES = {
 def _child(name: str, mode: str, cache_dir: str, data_root: str | None) -> None:
     """Run one load in this process and print a JSON line with its measurements."""
     from fedrec.data import load_dataset
+    from fedrec.memory import tree_pids
 
     base_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     start = time.perf_counter()
@@ -38,7 +43,8 @@ def _child(name: str, mode: str, cache_dir: str, data_root: str | None) -> None:
                         use_cache=mode != "nocache")
     seconds = time.perf_counter() - start
     peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-    print(json.dumps({"s": seconds, "peak_mb": peak_mb, "base_mb": base_mb, "rows": len(data)}))
+    print(json.dumps({"s": seconds, "peak_mb": peak_mb, "base_mb": base_mb, "rows": len(data),
+                      "procs": len(tree_pids(os.getpid()))}))
 
 
 def _run(name: str, mode: str, cache_dir: str, data_root: str | None) -> dict:
@@ -46,7 +52,10 @@ def _run(name: str, mode: str, cache_dir: str, data_root: str | None) -> dict:
     if data_root:
         command += ["--data-root", data_root]
     out = subprocess.run(command, check=True, capture_output=True, text=True).stdout
-    return json.loads(out.strip().splitlines()[-1])
+    result = json.loads(out.strip().splitlines()[-1])
+    if result["procs"] != 1:
+        raise SystemExit(f"{name} {mode}: the load started processes; ru_maxrss misses them")
+    return result
 
 
 def _measure(name: str, mode: str, repeat: int, data_root: str | None) -> dict:
