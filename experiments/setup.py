@@ -10,11 +10,13 @@ from __future__ import annotations
 import dataclasses
 import functools
 import tomllib
-from datetime import datetime, timezone
+from collections.abc import Mapping
+from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any
 
 from clients.threat_device import ldp_spec, threat_device_cls
+from experiments.checks import check_threats
 from fedrec.config import RunConfig, parse_run_config
 from fedrec.devices import assign_profiles, parse_tier_mix
 from fedrec.threat_config import ThreatConfig, parse_threat_config
@@ -43,7 +45,10 @@ def _parsed(items: tuple[tuple[str, Any], ...]) -> tuple[RunConfig, type[DeviceS
     cfg = parse_run_config(flat, extra_keys=set(pyproject_defaults()))
     if cfg.train.lr == 0:  # the strategy's own default step size
         cfg = dataclasses.replace(cfg, train=dataclasses.replace(cfg.train, lr=cls.default_lr))
-    return cfg, with_threats(cls, parse_threat_config(flat))
+    threat = parse_threat_config(flat)
+    check_threats(cls, threat, cfg.strategy)
+    cls.check(cfg)
+    return cfg, with_threats(cls, threat)
 
 
 def with_threats(cls: type[DeviceStrategy], threat: ThreatConfig) -> type[DeviceStrategy]:
@@ -76,7 +81,7 @@ def resolve(flat: Mapping[str, Any]) -> tuple[RunConfig, type[DeviceStrategy]]:
 def run_dir_for(cfg: RunConfig) -> Path:
     name = cfg.output.run_name or (
         f"{cfg.strategy.replace(':', '.')}-{Path(cfg.data.dataset).name}-"
-        f"{datetime.now(timezone.utc).strftime('%Y%m%dT%H%M%S')}"
+        f"{datetime.now(UTC).strftime('%Y%m%dT%H%M%S')}"
     )
     return Path(cfg.output.output_dir).expanduser().resolve() / name
 

@@ -24,6 +24,8 @@ TARGETED_ATTACKS = ("fake-random", "fake-popular", "pipattack", "fedrecattack", 
 UNTARGETED_ATTACKS = ("noise", "signflip")
 ATTACKS = ("none", *TARGETED_ATTACKS, *UNTARGETED_ATTACKS)
 DEFENCES = ("none", "median", "trimmed-mean", "norm-bound", "krum", "multi-krum", "hics")
+#: the keys that switch a section on; its options are the keys "<switch>-<field>"
+SWITCHES = ("ldp", "attack", "defence")
 
 
 def _check(cond: bool, msg: str) -> None:

@@ -11,7 +11,9 @@ from __future__ import annotations
 
 from clients.c3drec_device import C3DRecPullDevice
 from clients.device import Arrays, DeviceReply
-from fedrec.errors import FedrecError
+from fedrec.config import RunConfig
+from fedrec.errors import ConfigError, FedrecError
+from fedrec.threat_config import parse_threat_config
 from strategies.c3drec_common import C3DRecBase
 
 
@@ -19,6 +21,15 @@ class C3DRecPull(C3DRecBase):
     name = "c3drec-pull"
     mode = "pull"
     device_cls = C3DRecPullDevice
+
+    @classmethod
+    def check(cls, cfg: RunConfig) -> None:
+        """Local DP protects uploads; a pull device uploads nothing, so it would only be charged
+        privacy budget."""
+        ldp = parse_threat_config(cfg.raw_dict()).ldp.mechanism
+        if ldp != "none":
+            raise ConfigError(f"ldp={ldp} protects device uploads, but c3drec-pull devices upload "
+                              "nothing; use strategy=c3drec-push, or ldp=none")
 
     def fit_own(self, rnd: int, device_ids: list[int]) -> dict[int, Arrays]:
         return {d: self.candidate_payload(d) for d in device_ids}

@@ -116,7 +116,7 @@ class RobustAggregation:
         super().__init__(**kwargs)
         if self.threat.defence.kind in ROW_DEFENCES and not isinstance(self, SharedModelStrategy):
             raise ConfigError(f"defence={self.threat.defence.kind} needs a strategy with a shared "
-                              "model (SharedModelStrategy); use norm-bound or krum instead")
+                              "model (SharedModelStrategy); use one, or defence=norm-bound")
         a = self.threat.attack
         fraction = a.fraction if a.kind != "none" else 0.0
         self.truth = frozenset(malicious_devices(self.n_devices, fraction, self.cfg.train.seed).tolist())

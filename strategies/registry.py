@@ -1,4 +1,8 @@
-"""Explicit name -> strategy class registry, plus ``module:Class`` plug-ins."""
+"""Explicit name -> strategy class registry, plus ``module:Class`` plug-ins.
+
+A plug-in name imports its module, which runs that module's code (like any Python import):
+a run config that names a plug-in runs code, so run only configs you trust.
+"""
 
 from __future__ import annotations
 
@@ -6,12 +10,14 @@ import importlib
 
 from fedrec.errors import ConfigError
 from strategies.base import DeviceStrategy
+from strategies.c3drec_common import C3DRecBase
 from strategies.c3drec_pull import C3DRecPull
 from strategies.c3drec_push import C3DRecPush
 from strategies.fedavg import FedAvg
 from strategies.fedmf import FedMF
 from strategies.fedncf import FedNCF
 from strategies.pfedrec import PFedRec
+from strategies.shared_model import SharedModelStrategy
 
 STRATEGIES: dict[str, type[DeviceStrategy]] = {
     "c3drec-pull": C3DRecPull,
@@ -21,6 +27,19 @@ STRATEGIES: dict[str, type[DeviceStrategy]] = {
     "fedncf": FedNCF,
     "pfedrec": PFedRec,
 }
+
+#: option prefix -> the strategy class (and its subclasses) that reads those keys
+OPTION_OWNERS: dict[str, type[DeviceStrategy]] = {
+    "c3drec-": C3DRecBase,
+    "fedncf-": FedNCF,
+    "pfedrec-": PFedRec,
+}
+
+
+def shared_model_names() -> list[str]:
+    """Registered strategies whose cloud holds one model updated from device deltas (the
+    ones attacks and defences apply to)."""
+    return sorted(n for n, c in STRATEGIES.items() if issubclass(c, SharedModelStrategy))
 
 
 def resolve_strategy(name: str) -> type[DeviceStrategy]:

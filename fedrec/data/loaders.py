@@ -30,7 +30,14 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from fedrec.data.loaders_io import clicks, first_line, open_text, read_fields, require_file
+from fedrec.data.loaders_io import (
+    clicks,
+    first_line,
+    open_text,
+    read_fields,
+    reading,
+    require_file,
+)
 from fedrec.data.loaders_movielens import (
     ML100K_GENRES,
     load_ml1m,
@@ -232,7 +239,7 @@ def load_amazon(path: Path, *, name: str = "amazon") -> Dataset:
 def _read_user_lists(path: Path) -> tuple[np.ndarray, np.ndarray]:
     """(user, item) arrays of one ``user item1 item2 ...`` file, in file order."""
     users, items = [], []
-    with open_text(require_file(path, "lines 'user item1 item2 ...'")) as handle:
+    with reading(path), open_text(require_file(path, "lines 'user item1 item2 ...'")) as handle:
         for number, line in enumerate(handle, start=1):
             tokens = line.split()
             if not tokens:

@@ -20,8 +20,10 @@ frozenset    one of the listed strings (e.g. behaviour types)
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import gzip
+import zlib
 from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import IO
@@ -42,6 +44,27 @@ def clicks(n: int) -> pd.Categorical:
     return pd.Categorical.from_codes(np.zeros(n, np.int8), categories=BEHAVIORS)
 
 
+@contextlib.contextmanager
+def reading(path: Path) -> Iterator[None]:
+    """Turn the errors of reading ``path`` (a damaged gzip stream, bytes that are not text in
+    the expected encoding, a folder, an OS error) into a one-line DataError naming the fix."""
+    try:
+        yield
+    except UnicodeDecodeError as error:
+        raise DataError(f"{path}: not {error.encoding} text ({error.reason} at byte {error.start} "
+                        "of a block); the file is damaged or not a text data file: copy it "
+                        "again, or give its encoding (ColumnMap.encoding)") from None
+    except (EOFError, gzip.BadGzipFile, zlib.error) as error:
+        raise DataError(f"{path}: truncated or damaged gzip file ({error}); copy or download "
+                        "it again (gzip -t checks a file)") from None
+    except IsADirectoryError:
+        raise DataError(f"{path}: is a folder, not a data file; give the file inside it, or "
+                        "the folder itself as the dataset") from None
+    except OSError as error:
+        raise DataError(f"{path}: cannot be read ({error.strerror or error}); check that it "
+                        "exists and is readable") from None
+
+
 def is_gzip(path: Path) -> bool:
     """True when ``path`` starts with the gzip magic bytes (whatever its name)."""
     with open(path, "rb") as handle:
@@ -57,7 +80,7 @@ def open_text(path: Path, encoding: str = "utf-8") -> IO[str]:
 
 def first_line(path: Path, encoding: str = "utf-8") -> str:
     """The first non-blank line of a file without its line end ('' for an empty file)."""
-    with open_text(path, encoding) as handle:
+    with reading(path), open_text(path, encoding) as handle:
         for line in handle:
             if line.strip():
                 return line.rstrip("\r\n")
@@ -196,26 +219,29 @@ def read_fields(
     Raises
     ------
     DataError: ``<file>:<line>: expected '<fmt>', got '<line head>'`` for the first bad line,
-        or ``<file>: no data lines`` for an empty file.
+        or ``<file>: no data lines`` for an empty file; for a truncated gzip file, text in
+        another encoding, a folder or an unreadable file see :func:`reading`.
     """
     if quoted and len(sep) != 1:
         raise DataError(f"{path}: quoted fields need a one-character separator, got {sep!r}")
     options = {"sep": sep, "n_fields": n_fields, "kinds": kinds, "header": header,
                "encoding": encoding, "quoted": quoted}
-    frame = _fast_read(path, **options)
-    if frame is None:
-        try:
-            bad = first_bad_line(path, **options)
-        except UnicodeDecodeError as error:
-            raise DataError(f"{path}: not {encoding} text ({error.reason} at byte "
-                            f"{error.start} of a block); give the right encoding") from None
-        if bad is not None:
-            number, line = bad
-            raise DataError(f"{path}:{number}: expected '{fmt}', got '{line[:_HEAD_CHARS]}'")
-        frame = _exact_read(path, **options)
+    with reading(path):
+        frame = _fast_read(path, **options)
+        if frame is None:
+            frame = _checked_read(path, fmt, options)
     if frame.empty:
         raise DataError(f"{path}: no data lines; expected lines like '{fmt}'")
     return frame
+
+
+def _checked_read(path: Path, fmt: str, options: Mapping) -> pd.DataFrame:
+    """The slow path: name the first bad line, else read the file exactly."""
+    bad = first_bad_line(path, **options)
+    if bad is not None:
+        number, line = bad
+        raise DataError(f"{path}:{number}: expected '{fmt}', got '{line[:_HEAD_CHARS]}'")
+    return _exact_read(path, **options)
 
 
 def _exact_read(

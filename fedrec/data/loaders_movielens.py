@@ -23,7 +23,14 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from fedrec.data.loaders_io import clicks, first_line, open_text, read_fields, require_file
+from fedrec.data.loaders_io import (
+    clicks,
+    first_line,
+    open_text,
+    read_fields,
+    reading,
+    require_file,
+)
 from fedrec.data.schema import Dataset, make_interactions
 from fedrec.errors import DataError
 
@@ -96,7 +103,7 @@ def read_ml1m_movies(path: Path) -> pd.DataFrame:
     """
     fmt = "MovieID::Title::Genres"
     ids, titles, genres = [], [], []
-    with open_text(path, "latin-1") as handle:
+    with reading(path), open_text(path, "latin-1") as handle:
         for number, line in enumerate(handle, start=1):
             line = line.rstrip("\r\n")
             if not line.strip():
@@ -124,7 +131,7 @@ def ml1m_files(folder: Path) -> dict[str, Path]:
     else:
         raise DataError(
             f"ml-1m: no ratings.dat or ratings_chrono.dat in {folder}; download ml-1m.zip from "
-            f"{ML1M_URL} and unzip it there, or set --data-root")
+            f"{ML1M_URL} and unzip it there, or pass --set data-root=<folder>")
     for role, name in (("users", "users.dat"), ("movies", "movies.dat")):
         if (folder / name).is_file():
             files[role] = folder / name
@@ -157,7 +164,7 @@ def ml100k_files(folder: Path) -> dict[str, Path]:
     if not (folder / "u.data").is_file():
         raise DataError(
             f"ml-100k: no u.data in {folder}; download ml-100k.zip from {ML100K_URL} and unzip "
-            f"it there, or set --data-root")
+            f"it there, or pass --set data-root=<folder>")
     files = {"data": folder / "u.data"}
     for role, name in (("items", "u.item"), ("users", "u.user")):
         if (folder / name).is_file():

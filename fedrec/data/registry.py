@@ -31,7 +31,7 @@ from fedrec.data.schema import Dataset
 from fedrec.errors import DataError
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
-_HINT = "or set --data-root / FEDREC_DATA"
+_HINT = "or pass --set data-root=<folder> (or set FEDREC_DATA)"
 
 
 @dataclass(frozen=True)
@@ -116,7 +116,7 @@ PRESETS: dict[str, Preset] = {
 
 def resolve_data_root(data_root: str | Path | None = None) -> Path:
     """Data root: ``data_root`` > env ``FEDREC_DATA`` > ``<repo>/../shared/data`` if present."""
-    for given, origin in ((data_root, "data_root"), (os.environ.get("FEDREC_DATA"), "FEDREC_DATA")):
+    for given, origin in ((data_root, "data-root"), (os.environ.get("FEDREC_DATA"), "FEDREC_DATA")):
         if given:
             root = Path(given).expanduser()
             if not root.is_dir():
@@ -126,8 +126,9 @@ def resolve_data_root(data_root: str | Path | None = None) -> Path:
     shared = REPO_ROOT.parent / "shared" / "data"
     if shared.is_dir():
         return shared
-    raise DataError("no data root: set --data-root or FEDREC_DATA to the folder holding ml-1m/, "
-                    "ml-100k/, ... (or use the 'synthetic' preset, which needs no files)")
+    raise DataError("no data root: pass --set data-root=<folder> (or set FEDREC_DATA) naming the "
+                    "folder holding ml-1m/, ml-100k/, ... (or use the 'synthetic' preset, which "
+                    "needs no files)")
 
 
 #: Single-file formats: kind -> ``loader(path, name)``.
@@ -198,6 +199,9 @@ def _load_path(path: Path, cache_dir: str | Path | None, use_cache: bool) -> Dat
     kind = sniff_file(path)
     if kind is None:
         head = first_line(path, "latin-1")[:60]
+        if not head.strip():
+            raise DataError(f"{path}: file is empty; give a data file with one interaction per "
+                            "line (e.g. 'user::item::rating::time')")
         raise DataError(f"{path}: unrecognised format (first line '{head}'); use "
                         "fedrec.data.loaders.load_delimited with a ColumnMap")
     name = path.name.split(".")[0]
@@ -241,6 +245,9 @@ def load_dataset(
             path = resolve_data_root(data_root) / path
     if path.exists():
         return _load_path(path, cache_dir, use_cache)
+    if path.suffix or len(Path(name_or_path).parts) > 1:   # meant as a file, not a preset
+        raise DataError(f"{name_or_path}: file not found (looked in the working folder and the "
+                        "data root); check the path")
     raise DataError(f"unknown dataset '{name_or_path}': not a preset ({', '.join(PRESETS)}) nor "
                     "an existing file or folder")
 

@@ -125,7 +125,8 @@ def test_ml1m_files_prefers_original_ratings_and_names_missing_files(tmp_path):
         ld.ml1m_files(tmp_path / "empty")
     assert str(error.value) == (
         f"ml-1m: no ratings.dat or ratings_chrono.dat in {tmp_path / 'empty'}; download ml-1m.zip "
-        "from https://grouplens.org/datasets/movielens/1m/ and unzip it there, or set --data-root")
+        "from https://grouplens.org/datasets/movielens/1m/ and unzip it there, or pass --set "
+        "data-root=<folder>")
 
 
 def test_missing_file_names_path_and_expected_file(tmp_path):

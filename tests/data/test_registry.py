@@ -48,12 +48,12 @@ def test_data_root_precedence(tmp_path, monkeypatch):
     if shared.is_dir():
         assert resolve_data_root() == shared
     else:
-        with pytest.raises(DataError, match="^no data root: set --data-root or FEDREC_DATA"):
+        with pytest.raises(DataError, match="^no data root: pass --set data-root=<folder>"):
             resolve_data_root()
 
 
 def test_data_root_not_a_folder(tmp_path, monkeypatch):
-    with pytest.raises(DataError, match=r"^data_root \S+missing is not a folder; point it at"):
+    with pytest.raises(DataError, match=r"^data-root \S+missing is not a folder; point it at"):
         resolve_data_root(tmp_path / "missing")
     monkeypatch.setenv("FEDREC_DATA", str(tmp_path / "gone"))
     with pytest.raises(DataError, match=r"^FEDREC_DATA \S+gone is not a folder"):
@@ -75,7 +75,7 @@ def test_missing_preset_files_name_folder_and_files(tmp_path, preset, message):
     with pytest.raises(DataError) as error:
         load_dataset(preset, data_root=tmp_path, use_cache=False)
     assert str(error.value).startswith(message.format(f=tmp_path))
-    assert "\n" not in str(error.value) and "--data-root" in str(error.value)
+    assert "\n" not in str(error.value) and "--set data-root=<folder>" in str(error.value)
 
 
 def test_steam_needs_test_file_too(tmp_path):
