@@ -89,7 +89,7 @@ def stack_params(model: RecModel, steps: CohortSteps, shared: dict[str, np.ndarr
     return out
 
 
-def _masked_bce(scorer: _Scorer, params, idx, y):  # noqa: ANN001, ANN202 - vmapped per device
+def _masked_bce(scorer: _Scorer, params, idx, y):
     m = (idx >= 0).to(y.dtype)                                    # [B]
     logits = functional_call(scorer, params, (idx.clamp(min=0),))  # [B]
     per = F.binary_cross_entropy_with_logits(logits, y, reduction="none") * m

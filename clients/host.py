@@ -12,13 +12,15 @@ from __future__ import annotations
 
 import json
 import traceback
-from typing import Any, Callable
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 from flwr.client import NumPyClient
 
 from clients.device import EVALUATE, FIT, DeviceLogic, DeviceReply, DeviceTask, device_rng
-from clients.state import DeviceStateStore
+from clients.state import DeviceStateStore, version_of
 from fedrec import devices as dev
 from fedrec.payload import BROADCAST, REDUCED, nbytes, pack, scoped, split_scopes, unpack
 from strategies.aggregation import ReduceSpec, reduce_uploads
@@ -26,20 +28,32 @@ from strategies.aggregation import ReduceSpec, reduce_uploads
 ProfileFn = Callable[[int], dev.DeviceProfile]
 
 
+@dataclass(frozen=True)
+class Faults:
+    """Faults injected on purpose (run-config ``fault-unavailable``, ``fault-crash``,
+    ``deadline-s``): shares of devices unavailable / crashing after training each round,
+    and the simulated seconds a device may take before it counts as a straggler."""
+
+    unavailable: float = 0.0
+    crash: float = 0.0
+    deadline_s: float = 0.0
+
+
 class DeviceHost(NumPyClient):
     """Runs the devices named in each message with the given DeviceLogic."""
 
     def __init__(self, logic: DeviceLogic, profile_of: ProfileFn, seed: int,
-                 dropouts: bool = True) -> None:
+                 dropouts: bool = True, faults: Faults = Faults()) -> None:
         self.logic = logic
         self.profile_of = profile_of
         self.seed = seed
         self.dropouts = dropouts
+        self.faults = faults
 
     def get_parameters(self, config: dict[str, Any]) -> list[np.ndarray]:
         return []  # the strategy owns the global model; devices never seed it
 
-    def fit(self, parameters, config):  # noqa: ANN001 (Flower's signature)
+    def fit(self, parameters, config):
         replies, spec = self._run(parameters, FIT)
         upload: dict[str, np.ndarray] = {}
         if spec is not None:  # the strategy needs only sums: send the cohort's (device order)
@@ -52,7 +66,7 @@ class DeviceHost(NumPyClient):
         info = {str(r.device_id): reply_info(r) for r in replies}
         return pack(upload, {"devices": info}), sum(r.num_examples for r in replies), {}
 
-    def evaluate(self, parameters, config):  # noqa: ANN001
+    def evaluate(self, parameters, config):
         replies, _ = self._run(parameters, EVALUATE)
         info = {str(r.device_id): reply_info(r) for r in replies}
         n = sum(1 for r in replies if r.status == "ok")
@@ -67,10 +81,11 @@ class DeviceHost(NumPyClient):
         ids = [int(d) for d in meta["devices"]]
         rnd = int(meta["round"])
         store = DeviceStateStore(meta["state_dir"], int(meta["shard_size"]))
-        states = store.load(ids)
+        version = version_of(rnd, kind)
+        states = store.load(ids, before=version)
         tasks, dropped = [], []
         for d in ids:
-            if kind == FIT and self.dropouts and not dev.is_available(self.profile_of(d), self.seed, rnd, d):
+            if kind == FIT and not self.takes_part(d, rnd):
                 dropped.append(DeviceReply(device_id=d, status="dropped"))
                 continue
             tasks.append(DeviceTask(
@@ -82,8 +97,32 @@ class DeviceHost(NumPyClient):
         for task, r in zip(tasks, replies, strict=True):
             r.costs = device_costs(r, self.profile_of(task.device_id),
                                    down_bcast + nbytes(task.own), kind)
-        store.save({r.device_id: r.state for r in replies if r.status == "ok" and r.state is not None})
+            if kind == FIT:
+                self.inject_failure(r, rnd)
+        store.save({r.device_id: r.state for r in replies if r.status == "ok" and r.state is not None},
+                   version, keep_from=version_of(rnd - 1, EVALUATE))  # the cloud's checkpoint
         return sorted(replies + dropped, key=lambda r: r.device_id), meta.get("reduce")
+
+    def takes_part(self, d: int, rnd: int) -> bool:
+        """Available by its profile (when dropouts are simulated) and not made unavailable."""
+        if self.dropouts and not dev.is_available(self.profile_of(d), self.seed, rnd, d):
+            return False
+        return not dev.injected_fault("unavailable", self.faults.unavailable, self.seed, rnd, d)
+
+    def inject_failure(self, r: DeviceReply, rnd: int) -> None:
+        """An injected crash after training, or a straggler past the deadline: the device's
+        upload and new state are lost, as if it had not taken part (and it is counted)."""
+        if r.status != "ok":
+            return
+        took = r.costs.get("compute_s", 0.0) + r.costs.get("transfer_s", 0.0)
+        if dev.injected_fault("crash", self.faults.crash, self.seed, rnd, r.device_id):
+            r.status, r.error = "failed", "injected crash after training (fault-crash)"
+        elif self.faults.deadline_s and took > self.faults.deadline_s:
+            r.status = "late"
+            r.error = f"straggler: {took:.3g} simulated s > deadline-s {self.faults.deadline_s:g}"
+        else:
+            return
+        r.upload, r.state, r.num_examples, r.costs = {}, None, 0, {}
 
     def _run_tasks(self, tasks: list[DeviceTask]) -> list[DeviceReply]:
         """Vectorised path first; if it raises, isolate the failing devices one by one."""

@@ -1,9 +1,18 @@
 """Private on-device state that persists across rounds, on disk, keyed by device id.
 
-Devices are grouped in shards of ``shard_size`` consecutive ids, one pickle file
-per shard, so a Flower client that simulates a cohort reads and writes one file per
-round instead of thousands. The strategy routes all devices of a shard to the same client
-in a round, so no two processes write a shard at once. Writes are atomic (tmp + replace).
+Devices are grouped in shards of ``shard_size`` consecutive ids, one folder per shard, so a
+Flower client that simulates a cohort reads and writes one file per round instead of
+thousands. The strategy routes all devices of a shard to the same client in a round, so no
+two processes write a shard at once. Writes are atomic (tmp + replace).
+
+Versions make a run resumable: each write is a new file ``shard-<s>/v<version>.pkl`` holding
+the whole shard, where ``version = 2 * round + (0 fit | 1 evaluate)`` (``version_of``). A
+task of version v reads the newest file older than v, so a run killed in round r and
+resumed from the cloud's checkpoint of round r-1 reads exactly the state that round r saw
+the first time; files a killed attempt left from round r (or later) are ignored and
+replaced. A write keeps the newest version of the last checkpointed round
+(``keep_from``) and everything after it, and deletes older ones: at most a few files per
+shard.
 """
 
 from __future__ import annotations
@@ -15,6 +24,12 @@ from pathlib import Path
 import numpy as np
 
 Arrays = dict[str, np.ndarray]
+LATEST = 2**62  # a version newer than any real one
+
+
+def version_of(rnd: int, kind: str) -> int:
+    """The version of a (round, task kind): fit before evaluate, rounds in order."""
+    return 2 * rnd + (0 if kind == "fit" else 1)
 
 
 class DeviceStateStore:
@@ -25,35 +40,58 @@ class DeviceStateStore:
     def shard_of(self, device_id: int) -> int:
         return device_id // self.shard_size
 
-    def _path(self, shard: int) -> Path:
-        return self.root / f"shard-{shard:06d}.pkl"
+    def _dir(self, shard: int) -> Path:
+        return self.root / f"shard-{shard:06d}"
 
-    def _read(self, shard: int) -> dict[int, Arrays]:
-        path = self._path(shard)
-        if not path.exists():
+    def versions(self, shard: int) -> list[int]:
+        """Versions on disk for ``shard``, oldest first."""
+        folder = self._dir(shard)
+        if not folder.is_dir():
+            return []
+        return sorted(int(p.stem[1:]) for p in folder.glob("v*.pkl"))
+
+    def _read(self, shard: int, before: int) -> dict[int, Arrays]:
+        older = [v for v in self.versions(shard) if v < before]
+        if not older:
             return {}
-        with path.open("rb") as fh:
+        with (self._dir(shard) / f"v{older[-1]:020d}.pkl").open("rb") as fh:
             return pickle.load(fh)
 
-    def load(self, device_ids: list[int]) -> dict[int, Arrays | None]:
-        """State of each device (None for a device that has none yet)."""
-        shards = {s: self._read(s) for s in {self.shard_of(d) for d in device_ids}}
+    def load(self, device_ids: list[int], before: int = LATEST) -> dict[int, Arrays | None]:
+        """State of each device as of the newest version older than ``before`` (None for a
+        device that has none yet)."""
+        shards = {s: self._read(s, before) for s in {self.shard_of(d) for d in device_ids}}
         return {d: shards[self.shard_of(d)].get(d) for d in device_ids}
 
-    def save(self, states: dict[int, Arrays]) -> None:
-        """Persist the given devices' states; other devices of the same shards are kept."""
+    def save(self, states: dict[int, Arrays], version: int, keep_from: int = -1) -> None:
+        """Write the given devices' states as ``version`` of their shards (other devices of
+        the shard carry over from the previous version); prune versions older than the
+        newest one <= ``keep_from`` and any version newer than ``version``."""
         by_shard: dict[int, dict[int, Arrays]] = {}
         for d, st in states.items():
             by_shard.setdefault(self.shard_of(d), {})[d] = st
-        self.root.mkdir(parents=True, exist_ok=True)
         for shard, updates in by_shard.items():
-            content = self._read(shard)
+            content = self._read(shard, version)
             content.update(updates)
-            tmp = self._path(shard).with_suffix(f".tmp{os.getpid()}")
-            try:
-                with tmp.open("wb") as fh:
-                    pickle.dump(content, fh, protocol=pickle.HIGHEST_PROTOCOL)
-                os.replace(tmp, self._path(shard))
-            except BaseException:
-                tmp.unlink(missing_ok=True)  # never leave a half-written shard behind
-                raise
+            self._write(shard, version, content)
+            self._prune(shard, version, keep_from)
+
+    def _write(self, shard: int, version: int, content: dict[int, Arrays]) -> None:
+        folder = self._dir(shard)
+        folder.mkdir(parents=True, exist_ok=True)
+        path = folder / f"v{version:020d}.pkl"
+        tmp = path.with_suffix(f".tmp{os.getpid()}")
+        try:
+            with tmp.open("wb") as fh:
+                pickle.dump(content, fh, protocol=pickle.HIGHEST_PROTOCOL)
+            os.replace(tmp, path)
+        except BaseException:
+            tmp.unlink(missing_ok=True)  # never leave a half-written shard behind
+            raise
+
+    def _prune(self, shard: int, version: int, keep_from: int) -> None:
+        have = self.versions(shard)
+        base = max((v for v in have if v <= keep_from), default=-1)
+        for v in have:
+            if v < base or v > version:
+                (self._dir(shard) / f"v{v:020d}.pkl").unlink(missing_ok=True)

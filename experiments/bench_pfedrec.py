@@ -21,7 +21,7 @@ from experiments.setup import effective_config, resolve
 from fedrec.results import RunRecorder
 
 
-def tasks(kind: str, ids: list[int], broadcast, states: dict) -> list[DeviceTask]:  # noqa: ANN001
+def tasks(kind: str, ids: list[int], broadcast, states: dict) -> list[DeviceTask]:
     return [DeviceTask(d, 1, kind, broadcast, {}, states.get(d), {}, device_rng(0, 1, d, kind))
             for d in ids]
 
@@ -30,7 +30,7 @@ def cohorts(ids: list[int], size: int) -> list[list[int]]:
     return [ids[i:i + size] for i in range(0, len(ids), size)]
 
 
-def timed(fn) -> tuple[list, float]:  # noqa: ANN001
+def timed(fn) -> tuple[list, float]:
     """Result and CPU seconds of this process (wall time is unreliable on a shared machine)."""
     t0 = time.process_time()
     out = fn()

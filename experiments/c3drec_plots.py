@@ -8,7 +8,7 @@ from typing import Any
 import matplotlib
 
 matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
+import matplotlib.pyplot as plt
 
 METRICS = (("recall@20", "Recall@20 (candidates)"), ("mrr@20", "MRR@20 (candidates)"),
            ("all_recall@20", "Recall@20 (all items)"), ("all_mrr@20", "MRR@20 (all items)"))

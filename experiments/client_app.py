@@ -9,12 +9,11 @@ from __future__ import annotations
 import functools
 
 import torch
-
 from flwr.client import ClientApp
 from flwr.common import Context
 
 from clients.device import DeviceLogic
-from clients.host import DeviceHost
+from clients.host import DeviceHost, Faults
 from experiments.setup import device_profiles, effective_config, resolve
 
 
@@ -24,15 +23,16 @@ def _logic(items: tuple) -> DeviceLogic:
     return cls.device_cls(cfg, cls.prepare_data(cfg))
 
 
-def make_client_fn(overrides: dict | None = None):  # noqa: ANN201
-    def client_fn(context: Context):  # noqa: ANN202
+def make_client_fn(overrides: dict | None = None):
+    def client_fn(context: Context):
         torch.set_num_threads(1)  # tiny per-device models: 2 threads were 2-6x slower here
         flat = effective_config(context.run_config, overrides or {})
         cfg, _ = resolve(flat)
         logic = _logic(tuple(sorted(flat.items())))
         profiles = device_profiles(logic.fed.n_devices, cfg.sim.device_mix, cfg.train.seed)
+        faults = Faults(cfg.sim.fault_unavailable, cfg.sim.fault_crash, cfg.sim.deadline_s)
         return DeviceHost(logic, profiles.__getitem__, cfg.train.seed,
-                          dropouts=cfg.sim.simulate_dropouts).to_client()
+                          dropouts=cfg.sim.simulate_dropouts, faults=faults).to_client()
 
     return client_fn
 

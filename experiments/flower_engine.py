@@ -14,6 +14,7 @@ import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 import urllib.error
 import urllib.request
@@ -21,6 +22,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+from experiments import procs
 from experiments.setup import PYPROJECT
 
 REPO = PYPROJECT.parent
@@ -84,54 +86,10 @@ def wait_ready(port: int, proc: subprocess.Popen, log: Path, timeout_s: float = 
     raise RuntimeError(f"flower-superlink not ready after {timeout_s:.0f} s; see {log}")
 
 
-def _processes() -> dict[int, tuple[int, int, str]]:
-    """pid -> (parent pid, process group, state) from /proc (Linux; {} elsewhere)."""
-    out = {}
-    for stat in Path("/proc").glob("[0-9]*/stat"):
-        try:
-            fields = stat.read_text().rsplit(")", 1)[1].split()  # after "pid (comm)"
-        except (OSError, IndexError):
-            continue
-        out[int(stat.parent.name)] = (int(fields[1]), int(fields[2]), fields[0])
-    return out
-
-
-def process_groups(root: int) -> set[int]:
-    """Process groups of ``root`` and all its descendants. The SuperExec runs in a session
-    of its own, and the simulation process and Ray's raylet/actors in that session."""
-    procs = _processes()
-    children: dict[int, list[int]] = {}
-    for pid, (ppid, _, _) in procs.items():
-        children.setdefault(ppid, []).append(pid)
-    groups, todo = {root}, [root]
-    while todo:
-        pid = todo.pop()
-        if pid in procs:
-            groups.add(procs[pid][1])
-        todo += children.get(pid, [])
-    return groups - {os.getpgrp()}
-
-
-def _signal_groups(groups: set[int], sig: int) -> None:
-    for group in groups:
-        try:
-            os.killpg(group, sig)
-        except (ProcessLookupError, PermissionError):
-            pass
-
-
 def stop_superlink(proc: subprocess.Popen, grace_s: float = 10.0) -> None:
     """Stop the SuperLink and everything it started (SuperExec, simulation, Ray): SIGTERM
     to their process groups, SIGKILL to whatever is still alive after ``grace_s``."""
-    groups = process_groups(proc.pid)
-    _signal_groups(groups, signal.SIGTERM)
-    deadline = time.monotonic() + grace_s
-    while time.monotonic() < deadline:
-        proc.poll()
-        if not any(g in groups and st != "Z" for _, g, st in _processes().values()):
-            break
-        time.sleep(0.2)
-    _signal_groups(groups, signal.SIGKILL)
+    procs.stop(set(), procs.process_groups(proc.pid), grace_s)
     proc.wait()
 
 
@@ -177,9 +135,14 @@ def flwr_command(app: Path, run_config_file: Path, n_supernodes: int) -> list[st
             f"num-supernodes={n_supernodes} client-resources-num-cpus=1"]
 
 
-def run_flwr(overrides: Mapping[str, Any], n_supernodes: int, run_dir: Path) -> None:
+def flower_home(run_dir: Path) -> Path:
+    """A fresh per-invocation FLWR_HOME in the system's temporary folder (never in the
+    user's checkout); deleted when the run ends, or by the watchdog if the launcher dies."""
+    return Path(tempfile.mkdtemp(prefix=f"fedrec-flwr-{run_dir.name[:40]}-"))
+
+
+def run_flwr(overrides: Mapping[str, Any], n_supernodes: int, run_dir: Path, home: Path) -> None:
     """``flwr run`` against a SuperLink of our own (see module docstring)."""
-    home = REPO / ".flwr" / f"{run_dir.name}-{os.getpid()}"
     (home / "cwd").mkdir(parents=True, exist_ok=True)
     port = free_port()
     (home / "config.toml").write_text(
@@ -208,7 +171,8 @@ def _interrupted(signum: int, frame: object) -> None:
     raise KeyboardInterrupt(f"signal {signum}")
 
 
-def run_inprocess(overrides: Mapping[str, Any], n_supernodes: int, run_dir: Path) -> None:
+def run_inprocess(overrides: Mapping[str, Any], n_supernodes: int, run_dir: Path,
+                  home: Path | None = None) -> None:
     """``run_simulation`` in this process; a ServerApp exception is recorded in summary.json."""
     for key, value in FLOWER_ENV.items():
         os.environ.setdefault(key, value)

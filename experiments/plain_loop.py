@@ -19,7 +19,7 @@ from strategies.rounds import summarise_eval
 
 
 def run_devices(logic, kind: str, rnd: int, ids: list[int], broadcast, own, seed: int,
-                states: dict, cohort: int) -> list[DeviceReply]:  # noqa: ANN001
+                states: dict, cohort: int) -> list[DeviceReply]:
     replies: list[DeviceReply] = []
     for _, devs in sorted(route(ids, cohort, 10**9).items()):
         tasks = [DeviceTask(d, rnd, kind, broadcast, own.get(d, {}), states.get(d), {},

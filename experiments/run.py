@@ -4,13 +4,21 @@ Usage::
 
     python -m experiments.run [--run-config FILE.toml] [--set key=value ...]
                               [--engine flwr|inprocess] [--num-supernodes N]
+                              [--max-restarts N]
+    python -m experiments.run --resume RUN_DIR
 
 Exit status: 0 when the run's ``summary.json`` says ``finished``; 1 when the run failed or
 did not finish (its one-line error is printed); 2 on bad input (unknown key, unknown
 strategy or dataset, missing file), reported as one ``error: ...`` line on stderr *before*
 Flower starts, so no run directory is left behind; 130 when interrupted (Ctrl-C or
-SIGTERM: the Flower processes are stopped, the finished rounds stay). The run directory is
-printed at the end.
+SIGTERM: the Flower processes are stopped, the finished rounds stay, the summary says
+"interrupted"). The run directory is printed at the end.
+
+The run directory is claimed atomically (``experiments.resume.claim_run_dir``) once the
+config is valid, with ``launch.json`` (the config as started). A watchdog
+(``experiments.supervise``) stops every process this launcher started if it dies without
+cleaning up (``kill -9``). ``--resume RUN_DIR`` continues an interrupted run from its
+checkpoint; a run whose simulation worker died is resumed automatically (``--max-restarts``).
 
 Config = ``[tool.flwr.app.config]`` defaults < ``--run-config`` file < ``--set`` pairs.
 ``--set`` values are TOML scalars (``lr=0.05``, ``quiet=true``); anything that is not valid
@@ -33,7 +41,7 @@ flwr 1.41.0 (see also ../shared/docs/flower-1.41.md):
   --simulation --disable-runtime-dependency-installation --host 127.0.0.1 --port <free
   port>`` (one HTTP port serves the Runtime, Control and Fleet APIs; in-memory state), in a
   new session, from an empty working directory, with ``FLWR_HOME`` = a fresh
-  ``<repo>/.flwr/<run-name>-<pid>/`` holding a ``config.toml`` whose connection names that
+  ``$TMPDIR/fedrec-flwr-<run-name>-*/`` holding a ``config.toml`` whose connection names that
   address. A connection with an explicit address is "user-managed": ``flwr run`` uses it
   and starts nothing. When the run ends (or fails, or Ctrl-C/SIGTERM), the process groups
   of the SuperLink and of all its descendants get SIGTERM, then SIGKILL after at most 10 s,
@@ -71,19 +79,31 @@ import argparse
 import contextlib
 import json
 import math
+import os
 import re
+import shutil
+import subprocess
 import sys
 import tomllib
 from collections.abc import Mapping
+from dataclasses import asdict
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from experiments.flower_engine import REPO, run_flwr, run_inprocess
-from experiments.setup import effective_config, resolve, run_dir_for
+from experiments.checks import (
+    check_memory,
+    check_num_supernodes,
+    check_output_dir,
+    ignored_options,
+)
+from experiments.flower_engine import REPO, flower_home, run_flwr, run_inprocess
+from experiments.resume import claim_run_dir, plan_resume, read_status, write_launch
+from experiments.setup import effective_config, pyproject_defaults, resolve, run_dir_for
 from fedrec.data.registry import PRESETS, resolve_data_root
 from fedrec.errors import ConfigError, FedrecError
-from fedrec.results import RunRecorder
+from fedrec.memory import TreeSampler, format_peak
+from fedrec.results import mark_interrupted, record_memory, resume_command
 
 
 # --------------------------------------------------------------------------- config
@@ -173,18 +193,25 @@ def build_overrides(run_config: str | None, sets: list[str], cwd: Path,
 
 
 def validate(overrides: Mapping[str, Any]) -> tuple[Path, int]:
-    """Parse the config and build the strategy and device logic once (no files written).
+    """Parse the config, prepare the data and build the device logic once; trains nothing
+    and writes nothing (experiments.checks). Given keys the run ignores are one warning
+    line each on stderr, printed only when the config is valid.
 
     Returns (run directory, number of devices). Raises FedrecError on bad input.
     """
-    cfg, cls = resolve(effective_config({}, overrides))
+    flat = effective_config({}, overrides)
+    cfg, cls = resolve(flat)
     run_dir = run_dir_for(cfg)
     if run_dir.exists():
         raise ConfigError(f"run directory {run_dir} already exists; pass another run-name "
                           "(or none, to get a fresh one)")
+    check_output_dir(run_dir.parent)
     fed = cls.prepare_data(cfg)
-    cls(cfg=cfg, fed=fed, recorder=RunRecorder(run_dir))  # builds the cloud model
-    cls.device_cls(cfg, fed)                               # and the on-device logic
+    check_memory(cls, cfg, fed)  # before the device logic allocates its item tables
+    cls.device_cls(cfg, fed)
+    given = [k for k, v in overrides.items() if v != pyproject_defaults().get(k)]
+    for line in ignored_options(cls, flat, given):
+        print(line, file=sys.stderr)
     return run_dir, int(fed.n_devices)
 
 
@@ -211,7 +238,8 @@ def outcome(run_dir: Path) -> tuple[int, str]:
     done = summary.get("rounds_completed",
                        len(rounds.read_text().splitlines()) if rounds.is_file() else 0)
     reason = summary.get("error") or "the run stopped before its last round"
-    return 1, f"error: run {status} after {done} round(s): {reason}"
+    resume = f"; resume with: {resume_command(run_dir)}" if summary.get("restartable") else ""
+    return 1, f"error: run {status} after {done} round(s): {reason}{resume}"
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -222,7 +250,73 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--engine", choices=sorted(ENGINES), default="flwr")
     p.add_argument("--num-supernodes", type=int, default=0,
                    help="Flower clients (default: ceil(devices / devices-per-client))")
+    p.add_argument("--resume", metavar="RUN_DIR",
+                   help="continue an interrupted run after its last finished round")
+    p.add_argument("--max-restarts", type=int, default=2, metavar="N",
+                   help="resume automatically at most N times when a simulation worker dies")
     return p.parse_args(argv)
+
+
+def given_values(run_config: str | None, sets: list[str]) -> dict[str, Any]:
+    return {**(read_run_config(run_config) if run_config else {}), **parse_sets(sets)}
+
+
+def prepare(args: argparse.Namespace) -> tuple[dict[str, Any], Path, int, int] | None:
+    """(overrides, claimed run dir, devices, Flower clients); None: a finished run to resume."""
+    if args.resume:
+        plan = plan_resume(Path(args.resume), given_values(args.run_config, args.sets))
+        if plan is None:
+            return None
+        overrides, n_devices, n_clients = plan
+        return overrides, Path(args.resume).resolve(), n_devices, args.num_supernodes or n_clients
+    overrides = build_overrides(args.run_config, args.sets, Path.cwd(), datetime.now(UTC))
+    run_dir, n_devices = validate(overrides)
+    per_client = int(resolve(effective_config({}, overrides))[0].sim.devices_per_client)
+    n_clients = args.num_supernodes or num_supernodes(n_devices, per_client)
+    auto = not given_values(args.run_config, args.sets).get("run-name")
+    run_dir = claim_run_dir(run_dir.parent, run_dir.name, auto)
+    overrides["run-name"] = run_dir.name
+    write_launch(run_dir, overrides, n_devices, n_clients)
+    return overrides, run_dir, n_devices, n_clients
+
+
+def start_watchdog(run_dir: Path, home: Path) -> subprocess.Popen:
+    """experiments.supervise in a session of its own: it outlives a ``kill -9`` of this
+    process and then stops everything this process started (see its docstring)."""
+    return subprocess.Popen([sys.executable, "-m", "experiments.supervise", str(os.getpid()),
+                             str(run_dir), str(home)], cwd=REPO, start_new_session=True,
+                            stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL)
+
+
+def launch(engine: str, overrides: dict[str, Any], n_clients: int, run_dir: Path,
+           max_restarts: int) -> bool:
+    """Run on ``engine``, resuming up to ``max_restarts`` times after a dead worker; True
+    when interrupted (Ctrl-C/SIGTERM). Every process started is stopped on return."""
+    home = flower_home(run_dir)
+    watchdog = start_watchdog(run_dir, home)
+    try:
+        for attempt in range(max_restarts + 1):
+            try:
+                ENGINES[engine](overrides, n_clients, run_dir, home)
+            except KeyboardInterrupt:
+                mark_interrupted(run_dir, "interrupted by Ctrl-C or SIGTERM")
+                return True
+            summary = read_status(run_dir)
+            if summary.get("status") != "failed" or not summary.get("restartable") \
+                    or attempt == max_restarts:
+                return False
+            print(f"fedrec: {summary.get('error')}; restarting from the checkpoint of round "
+                  f"{summary.get('rounds_completed', 0)} ({attempt + 1} of {max_restarts})",
+                  file=sys.stderr, flush=True)
+            overrides = {**overrides, "resume": True}
+            shutil.rmtree(home, ignore_errors=True)
+            home.mkdir()
+        return False
+    finally:
+        watchdog.kill()
+        watchdog.wait()
+        shutil.rmtree(home, ignore_errors=True)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -230,23 +324,26 @@ def main(argv: list[str] | None = None) -> int:
     if str(REPO) not in sys.path:  # plug-in modules in the project folder, as in the FAB
         sys.path.insert(0, str(REPO))
     try:
-        overrides = build_overrides(args.run_config, args.sets, Path.cwd(),
-                                    datetime.now(UTC))
-        run_dir, n_devices = validate(overrides)
+        check_num_supernodes(args.num_supernodes)
+        prepared = prepare(args)
     except FedrecError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    per_client = int(resolve(effective_config({}, overrides))[0].sim.devices_per_client)
-    n = args.num_supernodes or num_supernodes(n_devices, per_client)
-    print(f"fedrec: {n_devices} devices on {n} Flower clients ({args.engine} engine) -> {run_dir}",
+    if prepared is None:
+        summary = read_status(Path(args.resume).resolve())
+        print(f"run {Path(args.resume).resolve()} already finished {summary.get('rounds')} rounds; "
+              "nothing to resume, nothing changed")
+        return 0
+    overrides, run_dir, n_devices, n = prepared
+    verb = "resuming" if args.resume else "fedrec:"
+    print(f"{verb} {n_devices} devices on {n} Flower clients ({args.engine} engine) -> {run_dir}",
           flush=True)
-    interrupted = False
-    try:
-        ENGINES[args.engine](overrides, n, run_dir)
-    except KeyboardInterrupt:
-        interrupted = True
+    with TreeSampler(os.getpid()) as sampler:   # the launcher and everything it starts
+        interrupted = launch(args.engine, overrides, n, run_dir, args.max_restarts)
+    record_memory(run_dir, asdict(sampler.peak))
     status, line = outcome(run_dir)
     print(line, file=sys.stderr if status else sys.stdout)
+    print(f"memory: {format_peak(sampler.peak)}")
     print(f"run dir: {run_dir}")
     return 130 if interrupted else status
 

@@ -2,7 +2,10 @@
 
 The run directory's summary.json says "finished" only when every round completed; any
 exception marks it "failed" with a one-line reason (``flwr run`` itself exits 0 on a
-crashed ServerApp, so ``experiments.run`` reads this file to set its exit status).
+crashed ServerApp, so ``experiments.run`` reads this file to set its exit status). A
+failure that more of the same will cure (a dead simulation worker) is marked
+``restartable``: the launcher resumes it from the checkpoint. With ``resume = true`` the
+strategy continues from ``<run dir>/checkpoint.pkl`` after its last finished round.
 """
 
 from __future__ import annotations
@@ -16,6 +19,7 @@ from flwr.serverapp import Grid
 
 from experiments.setup import effective_config, resolve, run_dir_for
 from fedrec.results import RunRecorder
+from strategies.faults import WorkerLost
 
 
 def one_line(exc: BaseException) -> str:
@@ -25,20 +29,39 @@ def one_line(exc: BaseException) -> str:
 def run_server(grid: Grid, flat: dict) -> RunRecorder:
     cfg, cls = resolve(flat)
     recorder = RunRecorder(run_dir_for(cfg))
-    recorder.start({"flat": flat, "strategy_class": f"{cls.__module__}:{cls.__name__}"})
+    checkpoint = recorder.load_checkpoint() if cfg.output.resume else None
+    done = checkpoint[0] if checkpoint else 0
+    recorder.start({"flat": flat, "strategy_class": f"{cls.__module__}:{cls.__name__}"},
+                   resume_round=done)
+    ending = "failed"
     try:
         strategy = cls(cfg=cfg, fed=cls.prepare_data(cfg), recorder=recorder)
-        timeout = cfg.sim.round_timeout_s or None
-        start_grid(grid=grid, strategy=strategy,
-                   config=ServerConfig(num_rounds=cfg.train.num_rounds, round_timeout=timeout))
+        if checkpoint:
+            strategy.load_state(*checkpoint)
+        if done < cfg.train.num_rounds:
+            timeout = cfg.sim.round_timeout_s or None
+            start_grid(grid=grid, strategy=strategy, config=ServerConfig(
+                num_rounds=cfg.train.num_rounds - done, round_timeout=timeout))
+        else:                      # killed after the last round's checkpoint: write the end
+            strategy.finish()
+        ending = "finished"
     except BaseException as exc:
-        recorder.write_summary({"status": "failed", "error": one_line(exc),
+        ending = ending_of(exc)
+        recorder.write_summary({"status": "interrupted" if ending == "interrupted" else "failed",
+                                "error": one_line(exc), "restartable": ending != "failed",
                                 "rounds_completed": len(recorder.rounds)})
         raise
     finally:
-        if not cfg.sim.keep_device_state:
-            shutil.rmtree(recorder.state_dir, ignore_errors=True)
+        if not cfg.sim.keep_device_state and ending in ("finished", "failed"):
+            shutil.rmtree(recorder.state_dir, ignore_errors=True)  # a resumable run keeps it
     return recorder
+
+
+def ending_of(exc: BaseException) -> str:
+    """"restartable" (a worker died: resume on fresh workers), "interrupted" or "failed"."""
+    if isinstance(exc, WorkerLost):
+        return "restartable"
+    return "interrupted" if isinstance(exc, KeyboardInterrupt) else "failed"
 
 
 def make_server_app(overrides: dict | None = None) -> ServerApp:

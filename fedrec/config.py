@@ -10,13 +10,18 @@ a prefix (``pfedrec-item-lr-scale``) and are parsed by ``parse_section``.
 from __future__ import annotations
 
 import dataclasses
+import difflib
 import types
+from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any, Mapping, TypeVar, get_type_hints
+from typing import Any, TypeVar, get_type_hints
 
+from fedrec.devices import parse_tier_mix
 from fedrec.errors import ConfigError
 
 T = TypeVar("T")
+#: seeds feed numpy and torch; torch.manual_seed rejects negatives and values >= 2**63
+SEED_LIMIT = 2**32
 
 
 def _key(name: str, prefix: str = "") -> str:
@@ -42,7 +47,7 @@ def _coerce(value: Any, kind: type, key: str) -> Any:
     except (TypeError, ValueError):
         raise ConfigError(
             f"run-config '{key}' = {value!r} is not a valid {kind.__name__}; "
-            f"pass e.g. --run-config \"{key}=<{kind.__name__}>\""
+            f"pass e.g. --set {key}=<{kind.__name__}>"
         ) from None
 
 
@@ -69,6 +74,20 @@ def _check(cond: bool, msg: str) -> None:
         raise ConfigError(msg)
 
 
+def _check_seed(seed: int) -> None:
+    _check(0 <= seed < SEED_LIMIT,
+           f"seed = {seed} is out of range; pass --set seed=<an int from 0 to {SEED_LIMIT - 1}>")
+
+
+def _check_device_mix(mix: str) -> None:
+    """Parse ``device-mix`` here too (the clients parse it again): a bad tier or weight is a
+    config error before anything starts, not a failure on every Flower client."""
+    try:
+        parse_tier_mix(mix)
+    except ConfigError as exc:
+        raise ConfigError(f"device-mix: {exc}") from None
+
+
 @dataclass(frozen=True)
 class DataConfig:
     """Which data, how it is split, how it is evaluated."""
@@ -83,6 +102,9 @@ class DataConfig:
     seed: int = 0
 
     def __post_init__(self) -> None:
+        _check(self.dataset.strip() != "", "dataset is empty; pass --set dataset=<a preset such as "
+               "synthetic or ml-1m, or a data file or folder>")
+        _check_seed(self.seed)
         _check(self.eval_protocol in ("sampled", "full"),
                f"eval-protocol = {self.eval_protocol!r}; use 'sampled' or 'full'")
         _check(self.eval_negatives >= 1, "eval-negatives must be >= 1")
@@ -107,6 +129,7 @@ class TrainConfig:
     seed: int = 0
 
     def __post_init__(self) -> None:
+        _check_seed(self.seed)
         _check(self.num_rounds >= 1, "num-rounds must be >= 1")
         _check(0.0 < self.fraction_fit <= 1.0, "fraction-fit must be in (0, 1]")
         _check(self.local_epochs >= 1, "local-epochs must be >= 1")
@@ -130,11 +153,20 @@ class SimConfig:
     round_timeout_s: float = 0.0   # 0 = no timeout
     host_reduce: bool = True       # a cohort sends its devices' summed uploads when the
                                    # strategy's rule needs only sums (see strategies.aggregation)
+    fault_unavailable: float = 0.0  # injected: share of devices unavailable each round
+    fault_crash: float = 0.0        # injected: share of devices that crash after training
+    deadline_s: float = 0.0         # simulated seconds a device may take (compute + transfer);
+                                    # slower ones are stragglers, their upload is dropped; 0 = none
 
     def __post_init__(self) -> None:
         _check(self.devices_per_client >= 1, "devices-per-client must be >= 1")
         _check(self.eval_every >= 0, "eval-every must be >= 0 (0 = only after the last round)")
         _check(0.0 < self.eval_fraction <= 1.0, "eval-fraction must be in (0, 1]")
+        _check(self.round_timeout_s >= 0, "round-timeout-s must be >= 0 seconds (0 = no timeout)")
+        _check_device_mix(self.device_mix)
+        _check(0.0 <= self.fault_unavailable < 1.0 and 0.0 <= self.fault_crash < 1.0,
+               "fault-unavailable and fault-crash are shares of devices: use values in [0, 1)")
+        _check(self.deadline_s >= 0, "deadline-s must be >= 0 simulated seconds (0 = no deadline)")
 
 
 @dataclass(frozen=True)
@@ -142,6 +174,12 @@ class OutputConfig:
     output_dir: str = "runs"
     run_name: str = ""             # "" = <strategy>-<dataset>-<UTC time>
     quiet: bool = False
+    resume: bool = False           # continue <run dir>/checkpoint.pkl (set by --resume)
+
+    def __post_init__(self) -> None:
+        _check(not any(c in self.run_name for c in "/\\") and self.run_name not in (".", ".."),
+               f"run-name = {self.run_name!r} must be a folder name inside output-dir (no '/', "
+               "'\\' or '..'); pass e.g. --set run-name=my-run, or --set output-dir=<folder>")
 
 
 @dataclass(frozen=True)
@@ -171,9 +209,7 @@ def parse_run_config(run_config: Mapping[str, Any], extra_keys: set[str] = froze
         known |= section_keys(cls)
     unknown = sorted(k for k in run_config if k not in known and not _is_prefixed(k, extra_keys))
     if unknown:
-        raise ConfigError(
-            f"unknown run-config key(s) {', '.join(unknown)}; valid keys: {', '.join(sorted(known))}"
-        )
+        raise ConfigError(unknown_keys_message(unknown, known))
     return RunConfig(
         strategy=str(run_config.get("strategy", "fedmf")),
         data=parse_section(DataConfig, run_config),
@@ -182,6 +218,14 @@ def parse_run_config(run_config: Mapping[str, Any], extra_keys: set[str] = froze
         output=parse_section(OutputConfig, run_config),
         raw=tuple(sorted(run_config.items())),
     )
+
+
+def unknown_keys_message(unknown: list[str], known: set[str]) -> str:
+    """One line naming the unknown keys and the (at most 3) closest valid keys to each."""
+    close = [m for k in unknown for m in difflib.get_close_matches(k, sorted(known), n=3)]
+    fix = (f"did you mean {', '.join(dict.fromkeys(close))}? (all keys: README.md, 'Run options')"
+           if close else "the valid keys are listed in README.md, 'Run options'")
+    return f"unknown run-config key(s) {', '.join(unknown)}; {fix}"
 
 
 def _is_prefixed(key: str, extra_keys: set[str]) -> bool:

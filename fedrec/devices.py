@@ -196,7 +196,8 @@ def parse_tier_mix(text: str, tiers: Mapping[str, DeviceProfile] = TIERS) -> dic
             raise ConfigError(f"weight {weight_s!r} of tier {name!r} is not a number; "
                               "write name:0.5") from None
         if not (math.isfinite(weight) and weight > 0):
-            raise ConfigError(f"weight of tier {name!r} must be a positive number, got {weight_s}")
+            raise ConfigError(f"weight of tier {name!r} must be a positive number, got {weight_s}; "
+                              f"write e.g. {name}:1 (valid tiers: {', '.join(sorted(tiers))})")
         mix[name] = weight
     total = sum(mix.values())
     return {name: w / total for name, w in mix.items()}
@@ -224,6 +225,7 @@ def hash_uniform(seed: int, stream: int, round_: int, ids: np.ndarray | int) -> 
 
 
 _STREAM_TIER, _STREAM_AVAILABLE = 1, 2
+_STREAM_FAULT = {"unavailable": 3, "crash": 4}
 
 
 def assign_tiers(n_devices: int, mix: Mapping[str, float], seed: int) -> np.ndarray:
@@ -263,6 +265,15 @@ def available_mask(
 def is_available(profile: DeviceProfile, seed: int, round_: int, device_id: int) -> bool:
     """Whether device ``device_id`` (of this profile) can train in ``round_``."""
     return bool(available_mask(profile.availability, seed, round_, np.array([device_id]))[0])
+
+
+def injected_fault(kind: str, rate: float, seed: int, round_: int, device_id: int) -> bool:
+    """Whether an injected fault of ``kind`` ("unavailable": the device cannot take part;
+    "crash": it dies after training, before its upload) hits ``device_id`` in ``round_``:
+    deterministic in (seed, round, device), independent of the profile's availability."""
+    if rate <= 0:
+        return False
+    return bool(hash_uniform(seed, _STREAM_FAULT[kind], round_, device_id) < rate)
 
 
 # --------------------------------------------------------------------------- cost functions

@@ -56,6 +56,7 @@ class ProcStat:
     ppid: int
     state: str  # "R", "S", ..., "Z" (zombie: exited, not yet reaped, no memory)
     rss_bytes: int
+    pgrp: int = 0  # process group (what experiments.procs signals)
 
 
 @dataclass(frozen=True)
@@ -84,7 +85,7 @@ def read_stat(pid: int, proc: Path = PROC) -> ProcStat | None:
         text = (proc / str(pid) / "stat").read_text()
         fields = text.rsplit(")", 1)[1].split()  # after "pid (comm)": comm may hold spaces
         return ProcStat(ppid=int(fields[1]), state=fields[0],
-                        rss_bytes=int(fields[21]) * PAGE_BYTES)
+                        rss_bytes=int(fields[21]) * PAGE_BYTES, pgrp=int(fields[2]))
     except (OSError, IndexError, ValueError):
         return None
 

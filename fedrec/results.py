@@ -6,8 +6,14 @@ Layout of ``<output-dir>/<run-name>/``::
     rounds.jsonl    one JSON object per finished round (rewritten atomically each round,
                     so a killed run keeps every round it finished)
     devices.csv     per-device cost summary (bytes, simulated time, energy, participation)
-    summary.json    status ("running" | "finished" | "failed"), final metrics, timings
-    device_state/   private on-device state (not results; deleted at the end unless kept)
+    summary.json    status ("running" | "finished" | "failed" | "interrupted"), final
+                    metrics, timings; a "running" summary names the launcher's pid and host
+    checkpoint.pkl  the cloud's state after the last finished round (rewritten atomically
+                    each round): what ``python -m experiments.run --resume DIR`` continues
+    model.npz       the final global model (the strategy's global arrays)
+    device_state/   private on-device state, one version per round (not results; deleted
+                    when the run finishes or fails for good, unless kept; an interrupted
+                    run keeps it for --resume)
 """
 
 from __future__ import annotations
@@ -17,15 +23,26 @@ import io
 import json
 import math
 import os
+import pickle
+import socket
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 
-def atomic_write(path: Path, text: str) -> None:
+
+def atomic_write(path: Path, text: str | bytes) -> None:
     """Write ``text`` to ``path`` via a temporary file + rename: never half-written."""
     tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    tmp.write_text(text)
-    os.replace(tmp, path)
+    try:
+        if isinstance(text, bytes):
+            tmp.write_bytes(text)
+        else:
+            tmp.write_text(text)
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
 
 
 def _clean(value: Any) -> Any:
@@ -56,26 +73,86 @@ class RunRecorder:
     def state_dir(self) -> Path:
         return self.dir / "device_state"
 
-    def start(self, config: dict[str, Any]) -> None:
+    def start(self, config: dict[str, Any], resume_round: int = 0) -> None:
+        """Begin (or, after ``resume_round`` finished rounds, continue) the run directory."""
         self.dir.mkdir(parents=True, exist_ok=True)
         atomic_write(self.dir / "config.json", json.dumps(_clean(config), indent=2, sort_keys=True))
-        self.write_summary({"status": "running"})
+        if resume_round:
+            self.rounds = read_rounds(self.dir)[:resume_round]  # drop the round in flight
+            atomic_write(self.dir / "rounds.jsonl", "".join(dumps(r) + "\n" for r in self.rounds))
+        self.write_summary({"status": "running", "pid": os.getpid(), "host": socket.gethostname(),
+                            "rounds_completed": resume_round})
 
     def log_round(self, record: dict[str, Any]) -> None:
         self.rounds.append(_clean(record))
         atomic_write(self.dir / "rounds.jsonl", "".join(dumps(r) + "\n" for r in self.rounds))
 
     def write_devices(self, rows: list[dict[str, Any]]) -> None:
+        """One row per device; columns are the union of every row's keys (a device that
+        never trained, failed or dropped lacks some), missing values written as 0."""
         if not rows:
             return
+        keys = sorted({k for r in rows for k in r} - {"device_id"})
         buf = io.StringIO()
-        writer = csv.DictWriter(buf, fieldnames=list(rows[0]))
+        writer = csv.DictWriter(buf, fieldnames=["device_id", *keys], restval=0)
         writer.writeheader()
         writer.writerows(rows)
         atomic_write(self.dir / "devices.csv", buf.getvalue())
 
+    def save_checkpoint(self, rnd: int, state: dict[str, Any]) -> None:
+        """The cloud's state after round ``rnd`` (atomic: a kill leaves the previous one)."""
+        blob = pickle.dumps({"round": rnd, "state": state}, protocol=pickle.HIGHEST_PROTOCOL)
+        atomic_write(self.dir / "checkpoint.pkl", blob)
+
+    def load_checkpoint(self) -> tuple[int, dict[str, Any]] | None:
+        path = self.dir / "checkpoint.pkl"
+        if not path.is_file():
+            return None
+        with path.open("rb") as fh:
+            ckpt = pickle.load(fh)
+        return int(ckpt["round"]), ckpt["state"]
+
+    def write_model(self, arrays: dict[str, Any]) -> None:
+        """The final global model as ``model.npz`` (numpy arrays by name)."""
+        buf = io.BytesIO()
+        np.savez(buf, **{k: np.asarray(v) for k, v in arrays.items()})
+        atomic_write(self.dir / "model.npz", buf.getvalue())
+
     def write_summary(self, summary: dict[str, Any]) -> None:
         atomic_write(self.dir / "summary.json", json.dumps(_clean(summary), indent=2, sort_keys=True))
+
+
+def resume_command(run_dir: str | Path) -> str:
+    return f"python -m experiments.run --resume {run_dir}"
+
+
+def mark_interrupted(run_dir: str | Path, reason: str) -> bool:
+    """Turn a summary still saying "running" into "interrupted" (resumable); False when the
+    run had already ended (its summary says so) or never started."""
+    path = Path(run_dir) / "summary.json"
+    try:
+        summary = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return False
+    if summary.get("status") != "running":
+        return False
+    rounds = Path(run_dir) / "rounds.jsonl"
+    done = len(rounds.read_text().splitlines()) if rounds.is_file() else 0
+    atomic_write(path, json.dumps({"status": "interrupted", "error": reason, "restartable": True,
+                                   "rounds_completed": done, "resume": resume_command(run_dir)},
+                                  indent=2, sort_keys=True))
+    return True
+
+
+def record_memory(run_dir: str | Path, peak: dict[str, Any]) -> None:
+    """Add the launcher's whole-process-tree memory peak (fedrec.memory) to summary.json."""
+    path = Path(run_dir) / "summary.json"
+    try:
+        summary = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return
+    summary["memory_peak_tree"] = peak
+    atomic_write(path, json.dumps(_clean(summary), indent=2, sort_keys=True))
 
 
 def read_rounds(run_dir: str | Path) -> list[dict[str, Any]]:

@@ -6,8 +6,9 @@ does not depend on which Flower client carried which device.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 from flwr.server.strategy.aggregate import aggregate as flwr_weighted_average

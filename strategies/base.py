@@ -9,8 +9,12 @@ device replies back, and does the plumbing every protocol shares:
   goes to one Flower client, so one client = one device (faithful mode) or a cohort (fast
   mode) with identical numbers;
 * replies sorted by device id before aggregation (Ray's scheduling cannot change a sum);
-* failures, dropouts and per-device costs counted; one progress line per round; the run
-  directory written incrementally (fedrec.results).
+* failures, dropouts and per-device costs counted: a Flower client that does not answer
+  (its ClientApp raised, it timed out) has every device it was sent counted failed with the
+  reason; a round in which no client answered, an evaluation that missed a device, or a
+  model that diverged stops the run with one line (strategies.faults);
+* one progress line per round; the run directory written incrementally (fedrec.results),
+  with a checkpoint of the strategy after every round so a killed run can resume.
 """
 
 from __future__ import annotations
@@ -37,10 +41,16 @@ from flwr.server.strategy import Strategy
 
 from clients.device import EVALUATE, FIT, Arrays, DeviceLogic, DeviceReply
 from fedrec.config import RunConfig
-from fedrec.errors import FedrecError
 from fedrec.payload import BROADCAST, REDUCED, pack, scoped, split_scopes, unpack
 from fedrec.results import RunRecorder
 from strategies.aggregation import ReduceSpec, Totals, combine_partials
+from strategies.faults import (
+    client_failures,
+    raise_if_all_failed,
+    raise_if_diverged,
+    raise_if_eval_incomplete,
+    raise_if_nobody_answered,
+)
 from strategies.rounds import RoundLog, progress_line, summarise_eval
 
 INFO = 20
@@ -56,15 +66,6 @@ def sample_devices(n_devices: int, fraction: float, seed: int, rnd: int) -> list
     return sorted(int(d) for d in rng.choice(n_devices, size=k, replace=False))
 
 
-def raise_if_all_failed(rnd: int, replies: list[DeviceReply]) -> None:
-    """Stop the run when no device that ran succeeded: a bug in device code must not be
-    silently skipped round after round. (All devices dropping out is not an error.)"""
-    failed = [r for r in replies if r.status == "failed"]
-    if failed and not any(r.status == "ok" for r in replies):
-        raise FedrecError(f"round {rnd}: all {len(failed)} devices that ran failed; "
-                          f"first error: device {failed[0].device_id}: {failed[0].error}")
-
-
 def route(device_ids: list[int], shard_size: int, n_clients: int) -> dict[int, list[int]]:
     """Client slot -> its devices. A shard (``d // shard_size``) never spans two slots."""
     slots: dict[int, list[int]] = defaultdict(list)
@@ -73,8 +74,19 @@ def route(device_ids: list[int], shard_size: int, n_clients: int) -> dict[int, l
     return dict(slots)
 
 
+def _float_totals() -> defaultdict[str, float]:
+    return defaultdict(float)
+
+
 class DeviceStrategy(Strategy):
     """Base of every fedrec protocol. Subclasses set ``name``/``device_cls`` and the hooks."""
+
+    #: attributes that are wiring, not run state: never checkpointed
+    transient: ClassVar[frozenset[str]] = frozenset(
+        {"cfg", "fed", "recorder", "offset", "_sent", "_reduce", "_waited"})
+    #: attributes a protocol rebuilds deterministically in ``__init__`` (e.g. a model
+    #: pre-trained before round 1): left out of the checkpoint, rebuilt on resume
+    rebuilt: ClassVar[frozenset[str]] = frozenset()
 
     name: ClassVar[str] = ""
     device_cls: ClassVar[type[DeviceLogic]]
@@ -93,8 +105,9 @@ class DeviceStrategy(Strategy):
         self.shard = cfg.sim.devices_per_client
         self.expected_clients = -(-self.n_devices // self.shard)
         self.global_arrays: Arrays = self.init_global()
-        self.totals: dict[int, dict[str, float]] = defaultdict(lambda: defaultdict(float))
+        self.totals: dict[int, dict[str, float]] = defaultdict(_float_totals)
         self.log = RoundLog(num_rounds=cfg.train.num_rounds)
+        self.offset = 0                          # rounds finished before this process (resume)
         self._sent: dict[str, list[int]] = {}
         self._reduce: ReduceSpec | None = None   # what this round's fit cohorts were asked to sum
         self._waited = False
@@ -106,6 +119,11 @@ class DeviceStrategy(Strategy):
         from fedrec.federated import prepare_loo
 
         return prepare_loo(cfg.data)
+
+    @classmethod
+    def check(cls, cfg: RunConfig) -> None:
+        """Raise ConfigError when this protocol cannot run ``cfg``. Cheap: trains nothing and
+        writes nothing (experiments.setup calls it before any data is read). Default: no check."""
 
     @abstractmethod
     def init_global(self) -> Arrays:
@@ -152,6 +170,7 @@ class DeviceStrategy(Strategy):
 
     def configure_fit(self, server_round: int, parameters: Parameters,
                       client_manager: ClientManager) -> list[tuple[ClientProxy, FitIns]]:
+        server_round += self.offset
         ids = self.select_fit_devices(server_round)
         self.log.begin(server_round, selected=len(ids))
         own = self.fit_own(server_round, ids)
@@ -160,7 +179,8 @@ class DeviceStrategy(Strategy):
 
     def aggregate_fit(self, server_round: int, results: list[tuple[ClientProxy, FitRes]],
                       failures: list) -> tuple[Parameters | None, dict[str, Any]]:
-        replies = self._lost(failures)
+        server_round += self.offset
+        replies = self._lost(server_round, results, failures)
         parts: list[tuple[int, Arrays]] = []   # (first device id, a cohort's sums)
         for proxy, res in results:
             arrays, meta = unpack(parameters_to_ndarrays(res.parameters))
@@ -180,11 +200,13 @@ class DeviceStrategy(Strategy):
                                                                            self._reduce))
         else:
             metrics = self.aggregate(server_round, ok)
+        raise_if_diverged(server_round, self.global_arrays, ok)
         self.log.fit_done(replies, metrics)
         return EMPTY, metrics
 
     def configure_evaluate(self, server_round: int, parameters: Parameters,
                            client_manager: ClientManager) -> list[tuple[ClientProxy, EvaluateIns]]:
+        server_round += self.offset
         every, last = self.cfg.sim.eval_every, self.cfg.train.num_rounds
         if server_round != last and (every == 0 or server_round % every):
             self._finish_round(server_round)
@@ -198,10 +220,12 @@ class DeviceStrategy(Strategy):
                            failures: list) -> tuple[float | None, dict[str, Any]]:
         import json
 
-        replies = self._lost(failures)
+        server_round += self.offset
+        replies = self._lost(server_round, results, failures)
         for _, res in results:
             replies += decode_replies({}, json.loads(str(res.metrics["devices"])))
         replies.sort(key=lambda r: r.device_id)
+        raise_if_eval_incomplete(server_round, sum(map(len, self._sent.values())), replies)
         metrics = summarise_eval(replies)
         self.log.eval_done(metrics)
         self._finish_round(server_round)
@@ -245,14 +269,16 @@ class DeviceStrategy(Strategy):
                 len(proxies), self.expected_clients)
         return proxies
 
-    def _lost(self, failures: list) -> list[DeviceReply]:
-        """Devices of a Flower client that failed as a whole."""
-        lost = []
-        for f in failures:
-            proxy = f[0] if isinstance(f, tuple) else None
-            devs = self._sent.get(proxy.cid, []) if proxy is not None else []
-            lost += [DeviceReply(device_id=d, status="failed", error=repr(f)[:200]) for d in devs]
-        return lost
+    def _lost(self, rnd: int, results: list, failures: list) -> list[DeviceReply]:
+        """Every device sent to a Flower client that did not answer, counted failed.
+
+        Flower hands a failed client back as a bare exception (no client named), so the
+        lost clients are those that were sent a message and are not among the results.
+        """
+        answered = {proxy.cid for proxy, _ in results}
+        missing = {cid: devs for cid, devs in self._sent.items() if cid not in answered}
+        raise_if_nobody_answered(rnd, len(self._sent), len(answered), failures)
+        return client_failures(rnd, missing, failures)
 
     def _account(self, replies: list[DeviceReply]) -> None:
         for r in replies:
@@ -264,16 +290,31 @@ class DeviceStrategy(Strategy):
     def _finish_round(self, rnd: int) -> None:
         record = self.log.end(rnd)
         self.recorder.log_round(record)
+        self.recorder.save_checkpoint(rnd, self.state_dict())
         if not self.cfg.output.quiet:
             log(INFO, "%s", progress_line(record, self.cfg.train.num_rounds))
         if rnd == self.cfg.train.num_rounds:
             self.finish()
 
     def finish(self) -> None:
-        """Write devices.csv and the final summary."""
+        """Write devices.csv, the final model and the final summary."""
         rows = [{"device_id": d, **dict(t)} for d, t in sorted(self.totals.items())]
         self.recorder.write_devices(rows)
+        self.recorder.write_model(self.global_arrays)
         self.recorder.write_summary(self.log.summary(self.select_metric))
+
+    # ------------------------------------------------------------------ checkpoints
+    def state_dict(self) -> dict[str, Any]:
+        """Everything the cloud knows after a round (model, ledgers, defence and protocol
+        state, the round log), without wiring and rebuilt parts: what resume restores."""
+        skip = self.transient | self.rebuilt
+        return {k: v for k, v in vars(self).items() if k not in skip}
+
+    def load_state(self, rnd: int, state: dict[str, Any]) -> None:
+        """Continue after round ``rnd`` from a ``state_dict``; wall time carries over."""
+        vars(self).update(state)
+        self.offset = rnd
+        self.log.t0 = time.monotonic() - (self.log.records[-1]["elapsed_s"] if self.log.records else 0.0)
 
 
 def decode_replies(scopes: dict[str, Arrays], info: dict[str, Any]) -> list[DeviceReply]:

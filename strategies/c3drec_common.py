@@ -61,6 +61,8 @@ class C3DRecBase(DeviceStrategy):
     device_cls: ClassVar[type[C3DRecDevice]] = C3DRecDevice
     default_model = "gru4rec"
     select_metric = "test_recall@20"
+    #: pre-trained before round 1, deterministically: rebuilt on resume, not checkpointed
+    rebuilt = frozenset({"gm", "cands", "global_arrays", "c3"})
 
     def __init__(self, *, cfg: RunConfig, fed: TimelineData, recorder: RunRecorder) -> None:
         self.c3 = c3drec_options(cfg)

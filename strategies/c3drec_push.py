@@ -24,7 +24,7 @@ class C3DRecPush(C3DRecBase):
     mode = "push"
     device_cls = C3DRecPushDevice
 
-    def __init__(self, **kwargs) -> None:  # noqa: ANN003 - DeviceStrategy's keywords
+    def __init__(self, **kwargs) -> None:
         super().__init__(**kwargs)
         self.topk: dict[int, np.ndarray] = {}
 

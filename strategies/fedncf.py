@@ -68,7 +68,7 @@ class FedNCFDevice(EmbeddingDevice):
     sparse_tables = ("item_gmf.weight", "item_mlp.weight")
     user_tables = ("user_gmf.weight", "user_mlp.weight")
 
-    def __init__(self, cfg, fed) -> None:  # noqa: ANN001 (RunConfig, federated data)
+    def __init__(self, cfg, fed) -> None:
         require_ncf(cfg.train.model)
         super().__init__(cfg, fed)
         opts = parse_section(FedNCFConfig, cfg.raw_dict(), "fedncf-")

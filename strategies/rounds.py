@@ -38,12 +38,13 @@ def summarise_eval(replies: list[DeviceReply]) -> dict[str, float]:
 def fit_costs(replies: list[DeviceReply]) -> dict[str, float]:
     """Round totals; simulated round latency = the slowest device (devices run in parallel)."""
     ok = [r for r in replies if r.status == "ok"]
-    cost = lambda k: [r.costs.get(k, 0.0) for r in ok]  # noqa: E731
+    cost = lambda k: [r.costs.get(k, 0.0) for r in ok]
     latency = [r.costs.get("compute_s", 0.0) + r.costs.get("transfer_s", 0.0) for r in ok]
     return {
         "devices_ok": float(len(ok)),
         "devices_dropped": float(sum(r.status == "dropped" for r in replies)),
         "devices_failed": float(sum(r.status == "failed" for r in replies)),
+        "devices_late": float(sum(r.status == "late" for r in replies)),
         "bytes_up": float(sum(cost("bytes_up"))),
         "bytes_down": float(sum(cost("bytes_down"))),
         "device_compute_s": float(sum(cost("compute_s"))),
@@ -71,7 +72,8 @@ class RoundLog:
         self._cur["fit_wall_s"] = time.monotonic() - self._cur.get("t_start", time.monotonic())
         self._cur.update(fit_costs(replies))
         self._cur.update({f"agg_{k}": v for k, v in metrics.items()})
-        self.errors += [f"device {r.device_id}: {r.error}" for r in replies if r.status == "failed"]
+        failed = [f"device {r.device_id}: {r.error}" for r in replies if r.status == "failed"]
+        self.errors = (self.errors + failed)[:100]   # the summary shows the first five
 
     def eval_done(self, metrics: dict[str, float]) -> None:
         self._cur.update(metrics)
@@ -90,7 +92,7 @@ class RoundLog:
         ranked = [r for r in evals if select_metric in r]
         best = max(ranked, key=lambda r: r[select_metric], default=None)
         final = evals[-1] if evals else {}
-        test_keys = lambda r: {k: v for k, v in r.items() if k.startswith(("test_", "valid_"))}  # noqa: E731
+        test_keys = lambda r: {k: v for k, v in r.items() if k.startswith(("test_", "valid_"))}
         return {
             "status": "finished",
             "rounds": len(self.records),
@@ -103,6 +105,7 @@ class RoundLog:
             "bytes_down": sum(r.get("bytes_down", 0.0) for r in self.records),
             "device_failures": sum(r.get("devices_failed", 0.0) for r in self.records),
             "device_dropouts": sum(r.get("devices_dropped", 0.0) for r in self.records),
+            "device_stragglers": sum(r.get("devices_late", 0.0) for r in self.records),
             "first_errors": self.errors[:5],
         }
 
@@ -120,10 +123,11 @@ def progress_line(rec: dict[str, Any], num_rounds: int) -> str:
     shown = [k for k in ("test_hr@10", "test_ndcg@10", "test_recall@20", "test_mrr@20") if k in rec]
     mets = " ".join(f"{k.removeprefix('test_')} {rec[k]:.4f}" for k in shown)
     loss = rec.get("train_loss")
+    late = f" {int(rec['devices_late'])} late" if rec.get("devices_late") else ""
     return (
         f"round {rec['round']}/{num_rounds} | loss {loss:.4f} | {mets or 'no eval'} | "
         f"devices {int(rec.get('devices_ok', 0))} ok {int(rec.get('devices_dropped', 0))} dropped "
-        f"{int(rec.get('devices_failed', 0))} failed | up {_fmt_bytes(rec.get('bytes_up', 0))} "
+        f"{int(rec.get('devices_failed', 0))} failed{late} | up {_fmt_bytes(rec.get('bytes_up', 0))} "
         f"down {_fmt_bytes(rec.get('bytes_down', 0))} | sim {rec.get('sim_round_s', 0):.2f} s | "
         f"wall {rec['round_wall_s']:.1f} s | elapsed {rec['elapsed_s']:.0f} s | ETA {rec['eta_s']:.0f} s"
     )

@@ -7,7 +7,8 @@ shared parameter is averaged densely, weighted by the devices' example counts.
 
 from __future__ import annotations
 
-from typing import Callable, ClassVar
+from collections.abc import Callable
+from typing import ClassVar
 
 import numpy as np
 
@@ -15,7 +16,7 @@ from clients.device import Arrays, DeviceReply
 from clients.embedding import EmbeddingDevice, model_kwargs
 from fedrec.models import build_model
 from fedrec.models.params import get_arrays
-from fedrec.payload import SparseRows, get_sparse  # noqa: F401 (SparseRows in RowRule)
+from fedrec.payload import SparseRows, get_sparse
 from strategies.aggregation import (
     ReduceSpec,
     SumsRule,

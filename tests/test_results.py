@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import json
+import os
 import math
 
 import numpy as np
@@ -19,7 +20,9 @@ def test_start_writes_config_and_a_running_summary(tmp_path):
     rec.start({"flat": {"lr": 0.1, "seed": np.int64(3)}, "x": float("nan")})
     assert json.loads((tmp_path / "a/run/config.json").read_text()) == \
         {"flat": {"lr": 0.1, "seed": 3}, "x": None}
-    assert read_summary(rec.dir) == {"status": "running"}
+    summary = read_summary(rec.dir)
+    assert summary["status"] == "running" and summary["rounds_completed"] == 0
+    assert summary["pid"] == os.getpid()    # a stale "running" names who was running it
     assert rec.state_dir == tmp_path / "a" / "run" / "device_state"
 
 
@@ -46,6 +49,40 @@ def test_devices_csv_and_summary(tmp_path):
                                             {"device_id": "1", "bytes_up": "2.5"}]
     rec.write_summary({"status": "failed", "error": "E: x", "rounds_completed": 1})
     assert read_summary(tmp_path) == {"status": "failed", "error": "E: x", "rounds_completed": 1}
+
+
+def test_devices_csv_takes_the_union_of_columns(tmp_path):
+    # device 0 never trained (dropped every round): its row has no cost keys
+    rec = RunRecorder(tmp_path)
+    rec.write_devices([{"device_id": 0, "rounds_dropped": 1.0},
+                       {"device_id": 1, "rounds_ok": 1.0, "bytes_up": 4.0},
+                       {"device_id": 2, "rounds_failed": 1.0}])
+    with (tmp_path / "devices.csv").open() as fh:
+        rows = list(csv.DictReader(fh))
+    assert list(rows[0]) == ["device_id", "bytes_up", "rounds_dropped", "rounds_failed", "rounds_ok"]
+    assert [r["rounds_ok"] for r in rows] == ["0", "1.0", "0"]
+    assert rows[2] == {"device_id": "2", "bytes_up": "0", "rounds_dropped": "0",
+                       "rounds_failed": "1.0", "rounds_ok": "0"}
+
+
+def test_checkpoint_and_model_round_trip_and_resume_drops_the_round_in_flight(tmp_path):
+    rec = RunRecorder(tmp_path)
+    assert rec.load_checkpoint() is None
+    rec.start({})
+    for rnd in (1, 2, 3):
+        rec.log_round({"round": rnd})
+    rec.save_checkpoint(2, {"w": np.arange(3.0), "totals": {4: {"bytes_up": 1.0}}})
+    rnd, state = rec.load_checkpoint()
+    assert rnd == 2 and state["totals"] == {4: {"bytes_up": 1.0}}
+    np.testing.assert_array_equal(state["w"], [0.0, 1.0, 2.0])
+    resumed = RunRecorder(tmp_path)
+    resumed.start({}, resume_round=2)                         # round 3 was in flight
+    assert [r["round"] for r in read_rounds(tmp_path)] == [1, 2] == [r["round"] for r in resumed.rounds]
+    assert read_summary(tmp_path)["rounds_completed"] == 2
+    rec.write_model({"item_emb": np.ones((2, 3), np.float32)})
+    with np.load(tmp_path / "model.npz") as model:
+        assert model["item_emb"].shape == (2, 3) and model["item_emb"].dtype == np.float32
+    assert not [p for p in tmp_path.iterdir() if ".tmp" in p.name]
 
 
 def test_atomic_write_replaces_and_dumps_is_sorted_and_finite(tmp_path):
@@ -78,7 +115,7 @@ def test_fit_costs_sums_ok_devices_and_takes_the_slowest_as_round_latency():
                      peak_mem_bytes=9),
                reply(2, "dropped"), reply(3, "failed", bytes_up=1000)]
     assert fit_costs(replies) == {
-        "devices_ok": 2.0, "devices_dropped": 1.0, "devices_failed": 1.0, "bytes_up": 40.0,
+        "devices_ok": 2.0, "devices_dropped": 1.0, "devices_failed": 1.0, "devices_late": 0.0, "bytes_up": 40.0,
         "bytes_down": 200.0, "device_compute_s": 1.2, "sim_round_s": 2.2, "energy_j": 3.0,
         "peak_mem_bytes": 9.0, "train_loss": 0.5}
     assert math.isnan(fit_costs([reply(0, "dropped")])["train_loss"])
@@ -117,7 +154,7 @@ def test_round_records_timings_and_summary(monkeypatch):
         "final": {"test_hr@10": 0.3, "valid_ndcg@10": 0.4},
         "best_round": 1, "best": {"test_hr@10": 0.2, "valid_ndcg@10": 0.5},
         "select_metric": "valid_ndcg@10", "bytes_up": 15.0, "bytes_down": 0.0,
-        "device_failures": 3.0, "device_dropouts": 0.0,
+        "device_failures": 3.0, "device_dropouts": 0.0, "device_stragglers": 0.0,
         "first_errors": ["device 1: boom 1", "device 1: boom 2", "device 1: boom 3"]}
 
 

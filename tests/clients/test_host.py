@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from clients.device import EVALUATE, FIT, DeviceLogic, DeviceReply, DeviceTask, device_rng
-from clients.host import DeviceHost
+from clients.host import DeviceHost, Faults
 from fedrec import devices as dev
 from fedrec.payload import BROADCAST, nbytes, pack, scoped, split_scopes, unpack
 
@@ -139,7 +139,7 @@ def test_private_state_persists_across_rounds_in_shard_files(tmp_path):
             if r["status"] == "ok":
                 assert r["metrics"]["seen"] == seen.get(d, 0)   # rounds this device trained
                 seen[d] = seen.get(d, 0) + 1
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["shard-000000.pkl", "shard-000001.pkl"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["shard-000000", "shard-000001"]
     # a fresh host (another Flower client) picks the state up from the files
     _, info, _ = fit(DeviceHost(Counter(), lambda d: ALWAYS, SEED), [0, 1, 5], 9, tmp_path)
     assert {d: r["metrics"]["seen"] for d, r in info.items()} == \
@@ -148,3 +148,39 @@ def test_private_state_persists_across_rounds_in_shard_files(tmp_path):
 
 def test_get_parameters_is_empty():
     assert DeviceHost(Counter(), lambda d: ALWAYS, SEED).get_parameters({}) == []
+
+
+def injected(kind: str, rate: float, rnd: int, ids) -> set[int]:
+    return {d for d in ids if dev.injected_fault(kind, rate, SEED, rnd, d)}
+
+
+def test_injected_faults_equal_a_round_without_those_devices(tmp_path):
+    ids = list(range(40))
+    crash, gone = injected("crash", 0.3, 2, ids), injected("unavailable", 0.3, 2, ids)
+    survivors = [d for d in ids if d not in crash | gone]
+    assert crash and gone and crash - gone and 10 < len(survivors) < 40   # not a trivial case
+    faulty = DeviceHost(Counter(), lambda d: ALWAYS, SEED, faults=Faults(unavailable=0.3, crash=0.3))
+    scopes, info, n = fit(faulty, ids, 2, tmp_path / "a")
+    clean_scopes, clean_info, clean_n = fit(DeviceHost(Counter(), lambda d: ALWAYS, SEED),
+                                            survivors, 2, tmp_path / "b")
+    assert scopes.keys() == clean_scopes.keys() and n == clean_n
+    for d in survivors:
+        np.testing.assert_array_equal(scopes[str(d)]["delta"], clean_scopes[str(d)]["delta"])
+        assert info[str(d)] == clean_info[str(d)]
+    assert {int(d) for d, r in info.items() if r["status"] == "dropped"} == gone
+    crashed = {int(d) for d, r in info.items() if r["status"] == "failed"}
+    assert crashed == crash - gone
+    assert {info[str(d)]["error"] for d in crashed} == {"injected crash after training (fault-crash)"}
+    # a crashed device keeps its old state: next round it has still trained 0 rounds
+    _, again, _ = fit(DeviceHost(Counter(), lambda d: ALWAYS, SEED), sorted(crashed), 3, tmp_path / "a")
+    assert {r["metrics"]["seen"] for r in again.values()} == {0.0}
+
+
+def test_stragglers_past_the_deadline_are_late_and_send_nothing(tmp_path):
+    slow = dev.DeviceProfile(**{**ALWAYS.__dict__, "name": "slow", "flops_per_s": 1e6})  # 2 s
+    host = DeviceHost(Counter(), lambda d: slow if d % 2 else ALWAYS, SEED, faults=Faults(deadline_s=1.0))
+    scopes, info, n = fit(host, [0, 1, 2, 3], 1, tmp_path)
+    assert sorted(scopes) == ["0", "2"] and n == 1 + 3
+    assert [info[str(d)]["status"] for d in range(4)] == ["ok", "late", "ok", "late"]
+    assert info["1"]["error"].startswith("straggler: 2 simulated s > deadline-s 1")
+    assert info["1"]["costs"] == {}

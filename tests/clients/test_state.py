@@ -1,4 +1,5 @@
-"""clients.state.DeviceStateStore: one pickle per shard of consecutive device ids, atomic writes."""
+"""clients.state.DeviceStateStore: one folder per shard of consecutive device ids, one
+atomic file per version, reads as of a version (what makes a killed run resumable)."""
 
 from __future__ import annotations
 
@@ -7,7 +8,7 @@ import pickle
 import numpy as np
 import pytest
 
-from clients.state import DeviceStateStore
+from clients.state import DeviceStateStore, version_of
 
 
 def state(v: float) -> dict[str, np.ndarray]:
@@ -15,7 +16,16 @@ def state(v: float) -> dict[str, np.ndarray]:
 
 
 def files(root) -> list[str]:
-    return sorted(p.name for p in root.iterdir())
+    return sorted(str(p.relative_to(root)) for p in root.rglob("*") if p.is_file())
+
+
+def value(got) -> list[float | None]:
+    return [None if s is None else float(s["user"][0]) for s in got.values()]
+
+
+def test_versions_order_rounds_and_kinds():
+    assert version_of(1, "fit") < version_of(1, "evaluate") < version_of(2, "fit")
+    assert version_of(3, "fit") == 6 and version_of(3, "evaluate") == 7
 
 
 def test_shard_of_groups_consecutive_ids():
@@ -31,9 +41,10 @@ def test_unknown_devices_load_as_none_without_creating_files(tmp_path):
 
 def test_save_writes_one_file_per_shard_and_load_returns_the_states(tmp_path):
     store = DeviceStateStore(tmp_path, shard_size=4)
-    store.save({0: state(0), 3: state(3), 4: state(4), 9: state(9)})
-    assert files(tmp_path) == ["shard-000000.pkl", "shard-000001.pkl", "shard-000002.pkl"]
-    with (tmp_path / "shard-000000.pkl").open("rb") as fh:
+    store.save({0: state(0), 3: state(3), 4: state(4), 9: state(9)}, version=2)
+    v = "v" + "2".zfill(20) + ".pkl"
+    assert files(tmp_path) == [f"shard-000000/{v}", f"shard-000001/{v}", f"shard-000002/{v}"]
+    with (tmp_path / "shard-000000" / v).open("rb") as fh:
         assert sorted(pickle.load(fh)) == [0, 3]
     got = store.load([9, 3, 1])
     assert list(got) == [9, 3, 1] and got[1] is None
@@ -43,37 +54,58 @@ def test_save_writes_one_file_per_shard_and_load_returns_the_states(tmp_path):
 
 def test_save_keeps_the_other_devices_of_a_shard(tmp_path):
     store = DeviceStateStore(tmp_path, shard_size=4)
-    store.save({0: state(0), 1: state(1)})
-    store.save({1: state(10), 2: state(2)})
-    got = store.load([0, 1, 2, 3])
-    assert [None if s is None else float(s["user"][0]) for s in got.values()] == [0, 10, 2, None]
+    store.save({0: state(0), 1: state(1)}, version=2)
+    store.save({1: state(10), 2: state(2)}, version=4)
+    assert value(store.load([0, 1, 2, 3])) == [0, 10, 2, None]
+
+
+def test_load_reads_the_newest_version_older_than_before(tmp_path):
+    store = DeviceStateStore(tmp_path, shard_size=4)
+    for rnd in (1, 2, 3):
+        store.save({0: state(rnd)}, version=version_of(rnd, "fit"))
+    assert value(store.load([0], before=version_of(1, "fit"))) == [None]
+    assert value(store.load([0], before=version_of(2, "fit"))) == [1]
+    assert value(store.load([0], before=version_of(3, "evaluate"))) == [3]
+
+
+def test_a_replayed_round_ignores_and_replaces_what_a_killed_attempt_wrote(tmp_path):
+    # killed in round 3 after writing its fit state; resumed from the checkpoint of round 2
+    store = DeviceStateStore(tmp_path, shard_size=4)
+    store.save({0: state(1)}, version=version_of(1, "fit"))
+    store.save({0: state(2)}, version=version_of(2, "fit"), keep_from=version_of(1, "evaluate"))
+    store.save({0: state(99)}, version=version_of(3, "evaluate"), keep_from=version_of(2, "evaluate"))
+    assert value(store.load([0], before=version_of(3, "fit"))) == [2]
+    store.save({0: state(3)}, version=version_of(3, "fit"), keep_from=version_of(2, "evaluate"))
+    assert store.versions(0) == [version_of(2, "fit"), version_of(3, "fit")]  # 99 is gone
+    assert value(store.load([0])) == [3]
+
+
+def test_pruning_keeps_the_checkpointed_version_and_later_ones(tmp_path):
+    store = DeviceStateStore(tmp_path, shard_size=2)
+    for rnd in range(1, 6):
+        store.save({d: state(rnd) for d in range(3)}, version=version_of(rnd, "fit"),
+                   keep_from=version_of(rnd - 1, "evaluate"))
+    assert store.versions(0) == [version_of(4, "fit"), version_of(5, "fit")]
+    assert store.versions(1) == [version_of(4, "fit"), version_of(5, "fit")]
 
 
 def test_a_different_shard_size_reads_another_layout(tmp_path):
     # the store is keyed by shard, so readers must use the writer's shard size
-    DeviceStateStore(tmp_path, shard_size=4).save({5: state(5)})
+    DeviceStateStore(tmp_path, shard_size=4).save({5: state(5)}, version=2)
     assert DeviceStateStore(tmp_path, shard_size=4).load([5])[5] is not None
     assert DeviceStateStore(tmp_path, shard_size=2).load([5])[5] is None
 
 
-def test_a_failed_write_leaves_the_previous_shard_file_intact(tmp_path, monkeypatch):
+def test_a_failed_write_leaves_the_previous_version_intact(tmp_path, monkeypatch):
     store = DeviceStateStore(tmp_path, shard_size=4)
-    store.save({0: state(1)})
-    before = (tmp_path / "shard-000000.pkl").read_bytes()
+    store.save({0: state(1)}, version=2)
 
     def broken_dump(*args, **kwargs):
         raise OSError("disk full")
 
     monkeypatch.setattr(pickle, "dump", broken_dump)
     with pytest.raises(OSError, match="disk full"):
-        store.save({0: state(2)})
+        store.save({0: state(2)}, version=4)
     monkeypatch.undo()
-    assert (tmp_path / "shard-000000.pkl").read_bytes() == before
-    assert float(store.load([0])[0]["user"][0]) == 1.0
-
-
-def test_successful_writes_leave_no_temporary_files(tmp_path):
-    store = DeviceStateStore(tmp_path, shard_size=2)
-    for rnd in range(3):
-        store.save({d: state(rnd) for d in range(5)})
-    assert files(tmp_path) == ["shard-000000.pkl", "shard-000001.pkl", "shard-000002.pkl"]
+    assert store.versions(0) == [2] and value(store.load([0])) == [1]
+    assert files(tmp_path) == ["shard-000000/" + "v" + "2".zfill(20) + ".pkl"]  # no tmp file

@@ -222,14 +222,14 @@ def test_outcome_reads_the_summary(tmp_path):
 
 # --------------------------------------------------------------------------- bad input
 @pytest.mark.parametrize(("args", "message"), [
-    (sets("bogus=1"), "error: unknown run-config key(s) bogus; valid keys: "),
+    (sets("bogus=1"), "error: unknown run-config key(s) bogus; the valid keys are listed in "),
     (sets("strategy=nope"), "error: unknown strategy 'nope'; use one of "),
     (sets("strategy=nosuch.module:X"), "error: strategy 'nosuch.module:X' cannot be imported"),
     (sets("dataset=no-such-dataset"), "error: unknown dataset 'no-such-dataset'"),
     (sets("fraction-fit=0"), "error: fraction-fit must be in (0, 1]"),
     (sets("num-rounds=two"), "error: run-config 'num-rounds' = 'two' is not a valid int"),
     (["--run-config", "missing.toml"], "error: run-config file "),
-    (sets("synthetic-size=tiny"), "error: user row "),  # 99 negatives > items a user has not seen
+    (sets("synthetic-size=tiny"), "error: eval-negatives = 99 but device "),  # > items unseen
 ])
 def test_bad_input_is_one_line_exit_2_and_no_run_dir(args, message, tmp_path, capsys, monkeypatch):
     monkeypatch.chdir(tmp_path)

@@ -23,6 +23,7 @@ from fedrec.errors import FedrecError
 from fedrec.payload import pack, scoped, split_scopes, unpack
 from fedrec.results import RunRecorder, read_rounds, read_summary
 from strategies.base import DeviceStrategy, route, sample_devices
+from strategies.faults import WorkerLost
 
 OK = Status(Code.OK, "")
 
@@ -167,7 +168,7 @@ def test_aggregate_fit_sorts_replies_and_counts_statuses(tmp_path):
                       6: {"g": np.array([6.0, 0])}})
     res_c0 = fit_res({0: ok(1), 1: {"status": "failed", "error": "boom", "n": 0}, 2: ok(1), 3: ok(1)},
                      {d: {"g": np.array([0.0, d])} for d in (0, 2, 3)})
-    failure = (proxies[2], RuntimeError("actor died"))
+    failure = RuntimeError("Message TTL expired")   # Flower names no client: c2 is the one missing
     _, metrics = strat.aggregate_fit(1, [(proxies[1], res_c1), (proxies[0], res_c0)], [failure])
     assert strat.aggregated == [0, 2, 3, 4, 6, 7] and metrics == {"n": 6.0}
     np.testing.assert_array_equal(strat.global_arrays["w"], [17.0, 5.0])
@@ -175,12 +176,42 @@ def test_aggregate_fit_sorts_replies_and_counts_statuses(tmp_path):
     assert (cur["devices_ok"], cur["devices_dropped"], cur["devices_failed"]) == (6, 1, 3)
     assert cur["bytes_up"] == 60.0 and cur["bytes_down"] == 600.0 and cur["agg_n"] == 6.0
     assert strat.totals[9]["rounds_failed"] == 1 and strat.totals[4]["bytes_up"] == 10.0
-    assert strat.log.errors[0] == "device 1: boom" and "actor died" in strat.log.errors[1]
+    assert strat.log.errors[0] == "device 1: boom"
+    assert strat.log.errors[1:] == [f"device {d}: client did not answer: RuntimeError: Message TTL "
+                                    "expired" for d in (8, 9)]
+
+
+def test_a_dead_simulation_worker_abandons_the_round_before_aggregating(tmp_path):
+    strat = make(tmp_path)
+    proxies = [p for p, _ in strat.configure_fit(1, None, Manager(3))]
+    res = fit_res({d: ok(1) for d in range(4)}, {d: {"g": np.array([1.0, 0])} for d in range(4)})
+    died = ValueError("Message contains an Error (reason: ray.exceptions.ActorDiedError: The actor "
+                      "died unexpectedly before finishing this task.)")
+    with pytest.raises(WorkerLost, match=r"^round 1: a simulation worker died while running 6 "):
+        strat.aggregate_fit(1, [(proxies[0], res)], [died, died])
+    assert not hasattr(strat, "aggregated")
+
+
+def test_a_round_no_client_answered_fails_with_the_reason_and_a_hint(tmp_path):
+    strat = make(tmp_path)
+    strat.configure_fit(1, None, Manager(3))
+    with pytest.raises(FedrecError, match=r"^round 1: none of the 3 Flower clients answered "
+                                          r"\(RuntimeError: Message TTL expired\); raise round-timeout-s"):
+        strat.aggregate_fit(1, [], [RuntimeError("Message TTL expired")] * 3)
+
+
+def test_a_diverged_model_stops_the_run(tmp_path):
+    strat = make(tmp_path)
+    proxies = [p for p, _ in strat.configure_fit(1, None, Manager(1))]
+    res = fit_res({d: ok(1) for d in range(10)}, {d: {"g": np.array([np.inf, 0])} for d in range(10)})
+    with pytest.raises(FedrecError, match=r"^round 1: the model diverged \(non-finite values in w "
+                                          r"after aggregation\); lower lr or server-lr$"):
+        strat.aggregate_fit(1, [(proxies[0], res)], [])
 
 
 def test_a_round_where_every_device_failed_stops_the_run(tmp_path):
     strat = make(tmp_path)
-    proxies = [p for p, _ in strat.configure_fit(1, None, Manager(3))]
+    proxies = [p for p, _ in strat.configure_fit(1, None, Manager(1))]
     bad = fit_res({0: {"status": "failed", "error": "KeyError: 'x'"}, 1: {"status": "dropped"}}, {})
     with pytest.raises(FedrecError, match="round 1: all 1 devices that ran failed; first error: "
                                           "device 0: KeyError: 'x'"):
@@ -189,7 +220,7 @@ def test_a_round_where_every_device_failed_stops_the_run(tmp_path):
 
 def test_all_devices_dropping_out_is_not_an_error(tmp_path):
     strat = make(tmp_path)
-    proxies = [p for p, _ in strat.configure_fit(1, None, Manager(3))]
+    proxies = [p for p, _ in strat.configure_fit(1, None, Manager(1))]
     _, metrics = strat.aggregate_fit(1, [(proxies[0], fit_res({0: {"status": "dropped"}}, {}))], [])
     assert metrics == {} and not hasattr(strat, "aggregated")
 
@@ -198,6 +229,22 @@ def eval_res(metrics: dict[int, dict]) -> EvaluateRes:
     info = {str(d): {"status": "ok", "metrics": m} for d, m in metrics.items()}
     return EvaluateRes(status=OK, loss=0.0, num_examples=len(metrics),
                        metrics={"devices": json.dumps(info)})
+
+
+def eval_results(instructions, metrics_of) -> list:
+    """Every client's EvaluateRes for the devices it was sent."""
+    return [(p, eval_res({d: metrics_of(d) for d in unpack(parameters_to_ndarrays(
+        ins.parameters))[1]["devices"]})) for p, ins in instructions]
+
+
+def test_an_evaluation_that_missed_devices_stops_the_run(tmp_path):
+    strat = make(tmp_path)
+    strat.configure_fit(1, None, Manager(3))
+    instructions = strat.configure_evaluate(1, None, Manager(3))
+    results = eval_results(instructions[:2], lambda d: {"test_hr@10": 1.0})   # c2 never answers
+    with pytest.raises(FedrecError, match=r"^round 1: only 8 of 10 devices were evaluated; first "
+                                          r"error: device 8: client did not answer: no reply$"):
+        strat.aggregate_evaluate(1, results, [])
 
 
 def test_evaluation_rounds_logging_and_summary(tmp_path):
@@ -209,20 +256,20 @@ def test_evaluation_rounds_logging_and_summary(tmp_path):
     msgs = payloads(strat.configure_evaluate(2, None, Manager(3)))
     assert sorted(d for _, m in msgs.values() for d in m["devices"]) == list(range(10))
     assert {m["kind"] for _, m in msgs.values()} == {"evaluate"}
-    proxy = Proxy("c0")
-    round2 = {0: {"test_hr@10": 1.0, "valid_ndcg@10": 0.6},
-              1: {"test_hr@10": 0.0, "valid_ndcg@10": 0.4}}
-    _, metrics = strat.aggregate_evaluate(2, [(proxy, eval_res(round2))], [])
-    assert metrics == {"test_hr@10": 0.5, "valid_ndcg@10": 0.5, "eval_devices": 2.0,
+    round2 = lambda d: {"test_hr@10": float(d < 5), "valid_ndcg@10": 0.5}  # noqa: E731
+    instructions = strat.configure_evaluate(2, None, Manager(3))
+    _, metrics = strat.aggregate_evaluate(2, eval_results(instructions, round2), [])
+    assert metrics == {"test_hr@10": 0.5, "valid_ndcg@10": 0.5, "eval_devices": 10.0,
                        "eval_failed": 0.0}
     assert read_rounds(tmp_path / "run")[-1]["test_hr@10"] == 0.5
-    assert read_summary(tmp_path / "run") == {"status": "running"}   # final after the last round
+    assert read_summary(tmp_path / "run")["status"] == "running"   # final after the last round
     strat.configure_fit(3, None, Manager(3))
-    assert strat.configure_evaluate(3, None, Manager(3)) != []       # the last round always is
-    round3 = {0: {"test_hr@10": 1.0, "valid_ndcg@10": 0.2}}
-    strat.aggregate_evaluate(3, [(proxy, eval_res(round3))], [])
+    instructions = strat.configure_evaluate(3, None, Manager(3))   # the last round always is
+    assert instructions != []
+    round3 = lambda d: {"test_hr@10": 1.0, "valid_ndcg@10": 0.25}  # noqa: E731
+    strat.aggregate_evaluate(3, eval_results(instructions, round3), [])
     summary = read_summary(tmp_path / "run")
     assert summary["status"] == "finished" and summary["rounds"] == 3
-    assert summary["final"] == {"test_hr@10": 1.0, "valid_ndcg@10": 0.2}
+    assert summary["final"] == {"test_hr@10": 1.0, "valid_ndcg@10": 0.25}
     assert summary["best_round"] == 2   # chosen by the validation metric, not by test
     assert summary["best"] == {"test_hr@10": 0.5, "valid_ndcg@10": 0.5}

@@ -1,0 +1,159 @@
+"""Unhappy paths end to end: kill -9 and resume, a dead simulation worker, runs that must fail
+with one line, faults injected on purpose (synthetic "tiny": 30 devices, 4 Flower clients)."""
+
+from __future__ import annotations
+
+import glob
+import json
+import os
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import pytest
+
+from experiments import procs
+from experiments import run as er
+from experiments.flower_engine import REPO
+from fedrec.results import read_rounds, read_summary
+from strategies.fedmf import FedMF, FedMFDevice
+
+TINY = ["synthetic-size=tiny", "eval-negatives=20", "quiet=true", "devices-per-client=8"]
+ROUNDS = 12
+
+
+def sets(*pairs: str) -> list[str]:
+    return [a for p in pairs for a in ("--set", p)]
+
+
+def comparable(run_dir: Path) -> list[dict]:
+    timing = lambda k: k.endswith("wall_s") or k in ("elapsed_s", "eta_s")
+    return [{k: v for k, v in r.items() if not timing(k)} for r in read_rounds(run_dir)]
+
+
+def wait_for(cond, timeout_s: float, what: str) -> None:
+    deadline = time.monotonic() + timeout_s
+    while not cond():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out waiting for {what}")
+        time.sleep(0.1)
+
+
+@pytest.fixture(scope="module")
+def reference(tmp_path_factory) -> Path:
+    """An undisturbed in-process run of FedMF for ROUNDS rounds."""
+    out = tmp_path_factory.mktemp("ref")
+    args = ["--engine", "inprocess", *sets(*TINY, f"num-rounds={ROUNDS}", f"output-dir={out}",
+                                           "run-name=ref")]
+    assert er.main(args) == 0
+    return out / "ref"
+
+
+class CrashOnceDevice(FedMFDevice):
+    """FedMF, except that the worker process running device 0 in round 2 dies (once)."""
+
+    def run_many(self, tasks):
+        mark = Path(os.environ["FEDREC_TEST_CRASH_MARK"])
+        if tasks and tasks[0].rnd == 2 and tasks[0].kind == "fit" and not mark.exists() \
+                and any(t.device_id == 0 for t in tasks):
+            mark.write_text("crashed")
+            os._exit(1)   # like a segfault or the OOM killer: no exception, no reply
+        return super().run_many(tasks)
+
+
+class CrashOnce(FedMF):
+    device_cls = CrashOnceDevice
+
+
+@pytest.mark.slow
+def test_kill_9_stops_every_process_and_resume_ends_like_an_undisturbed_run(reference, tmp_path):
+    cmd = [sys.executable, "-m", "experiments.run",
+           *sets(*TINY, f"num-rounds={ROUNDS}", f"output-dir={tmp_path}", "run-name=k")]
+    run_dir = tmp_path / "k"
+    with (tmp_path / "launcher.log").open("w") as log:
+        launcher = subprocess.Popen(cmd, cwd=REPO, stdout=log, stderr=subprocess.STDOUT)
+    rounds = run_dir / "rounds.jsonl"
+    wait_for(lambda: rounds.is_file() and len(rounds.read_text().splitlines()) >= 2, 180,
+             "two finished rounds")
+    started = procs.descendants(launcher.pid)      # SuperLink, SuperExec, simulation, Ray, flwr
+    assert len(started) >= 5
+    launcher.send_signal(signal.SIGKILL)
+    launcher.wait()
+    wait_for(lambda: not any(procs.alive(p) for p in started), 60, "the Flower stack to stop")
+    wait_for(lambda: read_summary(run_dir)["status"] != "running", 30, "the summary to change")
+    summary = read_summary(run_dir)
+    assert summary["status"] == "interrupted" and summary["restartable"] is True
+    assert summary["resume"] == f"python -m experiments.run --resume {run_dir}"
+    assert not glob.glob(os.path.join(tempfile.gettempdir(), "fedrec-flwr-k-*"))
+    assert not list((REPO / ".flwr").glob("k-*"))
+    done = len(read_rounds(run_dir))
+    assert 2 <= done < ROUNDS and (run_dir / "device_state").is_dir()
+
+    assert er.main(["--resume", str(run_dir)]) == 0            # the default engine again
+    assert comparable(run_dir) == comparable(reference)
+    assert read_summary(run_dir)["final"] == read_summary(reference)["final"]
+    assert not (run_dir / "device_state").exists() and (run_dir / "model.npz").is_file()
+
+    before = (run_dir / "summary.json").read_bytes()
+    assert er.main(["--resume", str(run_dir)]) == 0            # finished: nothing changes
+    assert (run_dir / "summary.json").read_bytes() == before
+    assert er.main(["--resume", str(run_dir), "--set", "lr=1"]) == 0   # finished wins
+
+
+@pytest.mark.slow
+def test_a_dead_worker_is_replaced_and_the_run_ends_like_an_undisturbed_one(reference, tmp_path,
+                                                                          monkeypatch, capsys):
+    monkeypatch.setenv("FEDREC_TEST_CRASH_MARK", str(tmp_path / "crashed"))
+    args = ["--engine", "inprocess", *sets(*TINY, f"num-rounds={ROUNDS}", f"output-dir={tmp_path}",
+                                           "run-name=w", f"strategy={__name__}:CrashOnce")]
+    assert er.main(args) == 0
+    err = capsys.readouterr().err
+    assert "round 2: a simulation worker died while running 8 devices" in err
+    assert "restarting from the checkpoint of round 1 (1 of 2)" in err
+    assert (tmp_path / "crashed").exists()
+    assert comparable(tmp_path / "w") == comparable(reference)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(("pair", "message"), [
+    ("round-timeout-s=2", ("error: run failed after 0 round(s): FedrecError: round 1: none of "
+                           "the 4 Flower clients answered")),
+    ("server-lr=inf", ("error: run failed after 0 round(s): FedrecError: round 1: the model "
+                       "diverged (non-finite values in item_bias, item_emb.weight after "
+                       "aggregation); lower lr or server-lr")),
+])
+def test_runs_that_cannot_go_on_fail_with_one_line(pair, message, tmp_path, capsys):
+    args = ["--engine", "inprocess", *sets(*TINY, "num-rounds=2", f"output-dir={tmp_path}",
+                                           "run-name=f", pair)]
+    assert er.main(args) == 1
+    lines = [ln for ln in capsys.readouterr().err.splitlines() if ln.startswith("error:")]
+    assert len(lines) == 1 and lines[0].startswith(message)
+    summary = read_summary(tmp_path / "f")
+    assert summary["status"] == "failed" and summary["restartable"] is False
+    assert not (tmp_path / "f" / "device_state").exists()
+
+
+@pytest.mark.slow
+def test_one_round_and_a_third_of_devices_unavailable_lose_nothing(tmp_path):
+    args = ["--engine", "inprocess", *sets(*TINY, "num-rounds=3", f"output-dir={tmp_path}",
+                                           "run-name=u", "simulate-dropouts=false",
+                                           "fault-unavailable=0.3", "fault-crash=0.1")]
+    assert er.main(args) == 0
+    rounds = read_rounds(tmp_path / "u")
+    assert [r["round"] for r in rounds] == [1, 2, 3]
+    for r in rounds:
+        assert 3 <= r["devices_dropped"] <= 18 and r["devices_ok"] >= 10
+        assert r["devices_ok"] + r["devices_dropped"] + r["devices_failed"] == 30
+        assert r["eval_devices"] == 30
+    summary = read_summary(tmp_path / "u")
+    assert summary["device_dropouts"] == sum(r["devices_dropped"] for r in rounds)
+    assert summary["device_failures"] == sum(r["devices_failed"] for r in rounds) > 0
+    # one round only: devices that never trained still get a devices.csv row
+    assert er.main(["--engine", "inprocess", *sets(*TINY, "num-rounds=1", f"output-dir={tmp_path}",
+                                                   "run-name=one")]) == 0
+    lines = (tmp_path / "one" / "devices.csv").read_text().splitlines()
+    assert len(lines) == 31 and "rounds_dropped" in lines[0]
+    assert json.loads((tmp_path / "one" / "summary.json").read_text())["status"] == "finished"
