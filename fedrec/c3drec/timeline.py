@@ -16,8 +16,9 @@ testing after T_test (Sec. 2 and 4.1), as per-stage click sessions.
   clicks" as users) are dropped; test clicks on items not in the catalogue (items of any
   click before T_test or any transaction) are removed, as in GRU4Rec.
 
-``TimelineData`` is the simulation's ground truth. The cloud reads ``cloud_pre``,
-``transactions`` and ``cf_matrix()``; device d reads ``device(d)``; ``central`` (every user's
+``TimelineData`` is the simulation's ground truth. The cloud reads ``cloud()``
+(``TimelineCloud``: counts, ``is_new``, ``cloud_pre``, ``transactions`` and ``cf_matrix()``;
+see ``fedrec.views.base``); device d reads ``device(d)``; ``central`` (every user's
 clicks before T_test) exists only for the centralised baselines (Only Global, Global+Personal,
 Only Personal).
 """
@@ -143,6 +144,28 @@ class DeviceTimeline:
 
 
 @dataclass(frozen=True, eq=False)
+class TimelineCloud:
+    """What the cloud may read: old users' pre-T_device click sessions, the transactional
+    matrix (binary [U, I]) and which users are new (bool [U])."""
+
+    n_devices: int
+    n_items: int
+    is_new: np.ndarray
+    cloud_pre: Sessions
+    transactions: sp.csr_matrix
+    cf_source: str = "transactional"
+
+    def cf_matrix(self) -> sp.csr_matrix:
+        """The cloud's item-CF matrix (``cf_source``): purchases [+ old users' pre clicks]."""
+        if self.cf_source == "transactional":
+            return self.transactions
+        s = self.cloud_pre
+        pre = binary_matrix(np.repeat(s.owner, np.diff(s.indptr)), s.items, self.n_devices,
+                            self.n_items)
+        return sp.csr_matrix(((self.transactions + pre) > 0).astype(np.float64))
+
+
+@dataclass(frozen=True, eq=False)
 class TimelineData:
     """The three stages with contiguous ids (device id = user id). See the module docstring."""
 
@@ -164,14 +187,13 @@ class TimelineData:
     def device(self, d: int) -> DeviceTimeline:
         return DeviceTimeline(d, bool(self.is_new[d]), self.device_train.of(d), self.test.of(d))
 
+    def cloud(self) -> TimelineCloud:
+        return TimelineCloud(self.n_devices, self.n_items, self.is_new, self.cloud_pre,
+                             self.transactions, self.cf_source)
+
     def cf_matrix(self) -> sp.csr_matrix:
-        """The cloud's item-CF matrix (``cf_source``): purchases [+ old users' pre clicks]."""
-        if self.cf_source == "transactional":
-            return self.transactions
-        s = self.cloud_pre
-        pre = binary_matrix(np.repeat(s.owner, np.diff(s.indptr)), s.items, self.n_devices,
-                            self.n_items)
-        return sp.csr_matrix(((self.transactions + pre) > 0).astype(np.float64))
+        """The cloud's item-CF matrix (``TimelineCloud.cf_matrix``)."""
+        return self.cloud().cf_matrix()
 
 
 def _new_users(clicks: pd.DataFrame, users: np.ndarray, has_time: bool, q: float,
