@@ -21,6 +21,8 @@ scalars leave the device, as the simulation's measurement.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 from typing import ClassVar
 
 import numpy as np
@@ -50,10 +52,11 @@ UEMB = "uemb"        # push upload: the sparsified user embeddings [E, H]
 CAND = "cand"        # pull download: candidate item ids [C]
 CAND_EMB = "cemb"    # pull download: their sparsified item embeddings [C, H]
 TOPK = "topk"        # push download / pull state: top-K over the candidates [E, K]
+SERVE = "serve"      # push mode's phase that brings the cloud's top-K lists down
 TOPK_ALL = "topk_all"
 
 
-def c3drec_options(cfg) -> C3DRecConfig:  # noqa: ANN001 - a RunConfig
+def c3drec_options(cfg) -> C3DRecConfig:
     """The ``c3drec-*`` section of a run config; the model must be GRU4Rec."""
     if cfg.train.model not in ("", "gru4rec"):
         raise ConfigError(f"c3drec trains GRU4Rec, not model={cfg.train.model!r}; "
@@ -62,11 +65,17 @@ def c3drec_options(cfg) -> C3DRecConfig:  # noqa: ANN001 - a RunConfig
 
 
 class C3DRecDevice(DeviceLogic):
-    """Personal fine-tuning and recommendation of one device; ``mode`` is pull or push."""
+    """Personal fine-tuning and recommendation of one device; ``mode`` is pull or push.
+
+    Its evaluation is event-level (a recommendation per held-out click, from the session so
+    far) and in push mode the cloud ranks the candidates, so the device holds top-K lists, not
+    scores: ``evaluate`` turns the lists into ranks (``fedrec.evaluation.ranks_from_topk``).
+    """
 
     mode: ClassVar[str] = "pull"
+    scored_model = "personalised"   # the global model + the device's own stored delta
 
-    def __init__(self, cfg, fed) -> None:  # noqa: ANN001
+    def __init__(self, cfg, fed) -> None:
         super().__init__(cfg, fed)
         self.c3 = c3drec_options(cfg)
         self._model: GRU4Rec | None = None
@@ -124,7 +133,7 @@ class C3DRecDevice(DeviceLogic):
         data = self.fed.device(task.device_id)
         _, targets = next_click_events(data.test, self.c3.max_len)
         state = task.state or {}
-        topk = task.own.get(TOPK, state.get(TOPK))
+        topk = state.get(TOPK)
         if topk is None or TOPK_ALL not in state or len(targets) == 0:
             return DeviceReply(device_id=task.device_id)      # never trained, or nothing held out
         group = "new" if data.is_new else "old"
@@ -139,3 +148,11 @@ class C3DRecPullDevice(C3DRecDevice):
 
 class C3DRecPushDevice(C3DRecDevice):
     mode = "push"
+
+    def handlers(self) -> dict[str, Callable[[DeviceTask], DeviceReply]]:
+        return {**super().handlers(), SERVE: self.serve}
+
+    def serve(self, task: DeviceTask) -> DeviceReply:
+        """Keep the top-K lists the cloud ranked for this device (``serve`` phase)."""
+        state = {**(task.state or {}), TOPK: np.asarray(task.own[TOPK], np.int32)}
+        return DeviceReply(device_id=task.device_id, state=state)

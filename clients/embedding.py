@@ -15,7 +15,7 @@ import numpy as np
 
 from clients.batched import cohort_steps, stack_params, train_cohort
 from clients.device import FIT, Arrays, DeviceLogic, DeviceReply, DeviceTask
-from clients.trainer import LocalTrainConfig, evaluate_local, local_examples, train_local
+from clients.trainer import LocalTrainConfig, local_examples, score_items, train_local
 from fedrec.errors import ConfigError
 from fedrec.models import build_model
 from fedrec.models.base import RecModel
@@ -43,11 +43,12 @@ def init_seed(seed: int, device_id: int) -> int:
 class EmbeddingDevice(DeviceLogic):
     """Local BCE training with negative sampling; uploads shared-parameter deltas."""
 
+    scored_model = "global"
     #: shared tables uploaded as touched rows (others travel dense)
     sparse_tables: ClassVar[tuple[str, ...]] = ("item_emb.weight", "item_bias")
     model_name: ClassVar[str] = "mf"
 
-    def __init__(self, cfg, fed) -> None:  # noqa: ANN001
+    def __init__(self, cfg, fed) -> None:
         super().__init__(cfg, fed)
         t = cfg.train
         self.train_cfg = LocalTrainConfig(t.local_epochs, t.lr, t.batch_size, t.num_negatives)
@@ -139,7 +140,7 @@ class EmbeddingDevice(DeviceLogic):
                 replies[i] = r
         return replies  # type: ignore[return-value]
 
-    def fit_group(self, tasks: list[DeviceTask], epochs: list) -> list[DeviceReply]:  # noqa: ANN001
+    def fit_group(self, tasks: list[DeviceTask], epochs: list) -> list[DeviceReply]:
         t = self.train_cfg
         steps = cohort_steps(epochs, t.batch_size, local_rows=bool(self.sparse_tables))
         privates = [k.state or self.private_init(k.device_id) for k in tasks]
@@ -165,10 +166,14 @@ class EmbeddingDevice(DeviceLogic):
                 flops=self.train_flops(n_seen), peak_mem_bytes=self.memory_bytes(n_seen)))
         return replies
 
-    def evaluate(self, task: DeviceTask) -> DeviceReply:
+    def load_scored_model(self, task: DeviceTask) -> None:
+        """Put the model this protocol evaluates into ``self.model``: the round's shared
+        arrays with the device's private ones."""
         self.load(task)
-        data = self.fed.device(task.device_id)
-        return DeviceReply(device_id=task.device_id, metrics=evaluate_local(self.model, data))
+
+    def score(self, task: DeviceTask, items: np.ndarray | None = None) -> np.ndarray:
+        self.load_scored_model(task)
+        return score_items(self.model, items)
 
     def n_params(self) -> int:
         return self._n_params

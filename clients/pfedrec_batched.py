@@ -1,4 +1,4 @@
-"""Vectorised PFedRec local training and evaluation of a cohort (cohort mode's fast path).
+"""Vectorised PFedRec local training and scoring of a cohort (cohort mode's fast path).
 
 Each device u has its own score function (w_u [D], b_u) and local copies of the item rows
 it touches; all devices of a cohort take their s-th mini-batch step together, with the
@@ -23,7 +23,6 @@ import torch.nn.functional as F
 from clients.batched_mf import CohortInputs, build_inputs
 from clients.device import DeviceReply, DeviceTask
 from clients.trainer import local_examples
-from fedrec.metrics import rank_metrics, ranks_from_scores
 from fedrec.payload import SparseRows, get_sparse
 
 if TYPE_CHECKING:
@@ -119,23 +118,13 @@ def personal_candidates(emb: np.ndarray, state: dict[str, np.ndarray] | None, ke
     return q
 
 
-def evaluate_cohort(device: PFedRecDevice, tasks: list[DeviceTask], key: str) -> list[DeviceReply]:
-    """Sampled-protocol evaluation of every task's personalised model at once."""
+def score_cohort(device: PFedRecDevice, tasks: list[DeviceTask], cand: np.ndarray, key: str
+                 ) -> np.ndarray:
+    """Each task's personalised scores of its candidates, cand int [U, C] -> float32 [U, C]:
+    <global row + own row change, w_u> + b_u (``device.score`` of every device at once)."""
     emb = tasks[0].broadcast["item_emb.weight"]
-    data = [device.fed.device(t.device_id) for t in tasks]
     states = [t.state or device.private_init(t.device_id) for t in tasks]
     p = np.stack([score_vector(s) for s in states])                         # [U, D+1]
-    metrics: list[dict[str, float]] = [{} for _ in tasks]
-    for split in ("valid", "test"):
-        target = np.array([getattr(d, f"{split}_item") for d in data])      # [U]
-        has = target >= 0
-        cand = np.column_stack([np.where(has, target, 0), np.stack([d.negatives for d in data])])
-        q = np.stack([personal_candidates(emb, t.state, key, c)
-                      for t, c in zip(tasks, cand, strict=True)])            # [U, C, D]
-        scores = np.einsum("ucd,ud->uc", q, p[:, :-1]) + p[:, -1:]           # [U, C]
-        ranks = ranks_from_scores(scores, 0)
-        for name, vals in rank_metrics(ranks).items():
-            for u in np.flatnonzero(has):
-                metrics[u][f"{split}_{name.lower()}"] = float(vals[u])
-    return [DeviceReply(device_id=t.device_id, metrics=m)
-            for t, m in zip(tasks, metrics, strict=True)]
+    q = np.stack([personal_candidates(emb, t.state, key, c)
+                  for t, c in zip(tasks, cand, strict=True)])                # [U, C, D]
+    return np.einsum("ucd,ud->uc", q, p[:, :-1]) + p[:, -1:]                 # [U, C]

@@ -22,8 +22,8 @@ import torch
 
 from clients.device import FIT, Arrays, DeviceReply, DeviceTask
 from clients.embedding import EmbeddingDevice
-from clients.pfedrec_batched import evaluate_cohort, fit_cohort
-from clients.trainer import ZERO_USER, LocalTrainConfig, evaluate_local, local_examples
+from clients.pfedrec_batched import fit_cohort, score_cohort
+from clients.trainer import ZERO_USER, LocalTrainConfig, local_examples
 from fedrec.config import parse_section
 from fedrec.errors import ConfigError
 from fedrec.federated import DeviceData
@@ -108,8 +108,9 @@ class PFedRecDevice(EmbeddingDevice):
 
     model_name = "pfedrec"
     sparse_tables = (ITEM_TABLE,)
+    scored_model = "personalised"
 
-    def __init__(self, cfg, fed) -> None:  # noqa: ANN001 (RunConfig, federated data)
+    def __init__(self, cfg, fed) -> None:
         require_pfedrec(cfg.train.model)
         super().__init__(cfg, fed)
         self.pcfg = parse_section(PFedRecConfig, cfg.raw_dict(), PREFIX)
@@ -145,7 +146,7 @@ class PFedRecDevice(EmbeddingDevice):
                            metrics={"loss": loss}, num_examples=n_seen,
                            flops=self.train_flops(n_seen), peak_mem_bytes=self.memory_bytes(n_seen))
 
-    def evaluate(self, task: DeviceTask) -> DeviceReply:
+    def load_scored_model(self, task: DeviceTask) -> None:
         """Personalised model: the round's global table + own row changes, own score function."""
         torch.set_num_threads(1)
         self.load(task)
@@ -154,8 +155,12 @@ class PFedRecDevice(EmbeddingDevice):
             idx, val = torch.from_numpy(rows.indices), torch.from_numpy(rows.values)
             with torch.no_grad():
                 self.model.item_emb.weight[idx] += val
-        metrics = evaluate_local(self.model, self.fed.device(task.device_id))
-        return DeviceReply(device_id=task.device_id, metrics=metrics)
+
+    def score_many(self, tasks: list[DeviceTask], items: np.ndarray | None = None) -> np.ndarray:
+        """Candidate lists of a cohort in one computation (``pfedrec-vectorised``)."""
+        if items is None or not self.pcfg.vectorised:
+            return super().score_many(tasks, items)
+        return score_cohort(self, tasks, items, PERSONAL)
 
     def train_flops(self, n_examples: int) -> float:
         """Two forward+backward passes per example over a D-wide row and a (D+1) score function."""
@@ -172,7 +177,7 @@ class PFedRecDevice(EmbeddingDevice):
         evals = [t for t in tasks if t.kind != FIT]
         done = {r.device_id: r for r in fit_cohort(self, fits)} if fits else {}
         if evals and self.fed.protocol == "sampled":
-            done.update((r.device_id, r) for r in evaluate_cohort(self, evals, PERSONAL))
+            done.update((r.device_id, r) for r in self.evaluate_many(evals))
         return [done[t.device_id] if t.device_id in done else self.evaluate(t) for t in tasks]
 
 

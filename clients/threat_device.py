@@ -2,7 +2,7 @@
 
 ``threat_device_cls(FedMFDevice, threat)`` returns a class with the protocol device's
 constructor signature ``(cfg, fed)`` and class attributes (``sparse_tables``,
-``model_name``), so hosts, the plain loop and the strategy use it unchanged. It builds:
+``model_name``, ``scored_model``), so hosts, the plain loop and the strategy use it unchanged. It builds:
 
     protocol logic (on PoisonedData when attackers train on fake profiles)
       -> LdpDevice     (ldp != "none": every upload privatized)
@@ -65,7 +65,7 @@ class ThreatDevice(DeviceLogic):
 
 def threat_device_cls(inner_cls: type[DeviceLogic], threat: ThreatConfig) -> type[DeviceLogic]:
     """A ThreatDevice subclass bound to the protocol's device class and the threat config."""
-    attrs = {name: getattr(inner_cls, name) for name in ("sparse_tables", "model_name")
+    attrs = {name: getattr(inner_cls, name) for name in ("sparse_tables", "model_name", "scored_model")
              if hasattr(inner_cls, name)}
     return type(f"Threat{inner_cls.__name__}", (ThreatDevice,),
                 {**attrs, "inner_cls": inner_cls, "threat": threat, "__module__": __name__})

@@ -10,11 +10,12 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from fedrec.evaluation import leave_one_out_metrics
 from fedrec.federated import DeviceData
-from fedrec.metrics import rank_metrics, ranks_from_scores
 from fedrec.models.base import Batch, RecModel
 
 ZERO_USER = torch.zeros(1, dtype=torch.long)
+EVAL_USER = Batch(users=ZERO_USER)  # a device scores for its own user, row 0 of its model
 
 
 @dataclass(frozen=True)
@@ -97,30 +98,24 @@ def train_local(model: RecModel, data: DeviceData, cfg: LocalTrainConfig,
 
 
 @torch.no_grad()
+def score_items(model: RecModel, items: np.ndarray | None = None) -> np.ndarray:
+    """A device model's scores (its user is row 0): items int [C], or [S, C] scored as S
+    separate requests, -> float32 of the same shape; None -> every item, [n_items]."""
+    if items is None:
+        return model.score_all(EVAL_USER)[0].numpy()
+    lists = np.asarray(items, dtype=np.int64)
+    rows = [model.score(EVAL_USER, torch.from_numpy(np.ascontiguousarray(c))[None, :])[0].numpy()
+            for c in lists.reshape(-1, lists.shape[-1])]                # S x [C]
+    return np.stack(rows).reshape(lists.shape)
+
+
 def evaluate_local(model: RecModel, data: DeviceData, ks: tuple[int, ...] = (10, 20)
                    ) -> dict[str, float]:
-    """HR/NDCG/MRR@k of the validation and test items of one device.
+    """HR/NDCG/MRR@k of the validation and test items of one device with this model: the
+    leave-one-out protocol of ``fedrec.evaluation.leave_one_out_metrics`` (sampled: the target
+    among [target, negatives...]; full: among all items, training items excluded and, for the
+    test item, the validation item). Ties count against the target."""
+    def scores(items: np.ndarray | None) -> np.ndarray:
+        return score_items(model, None if items is None else items[0])[None]
 
-    Sampled protocol: the target ranks among [target, negatives...]. Full protocol: among
-    all items, training items excluded (and, for the test item, the validation item).
-    Ties count against the target (fedrec.metrics.ranks_from_scores).
-    """
-    out: dict[str, float] = {}
-    users = Batch(users=ZERO_USER)
-    full = None if data.negatives is not None else model.score_all(users)[0].numpy()  # [I]
-    for split, target in (("valid", data.valid_item), ("test", data.test_item)):
-        if target < 0:
-            continue
-        if full is None:
-            cand = torch.from_numpy(np.concatenate([[target], data.negatives]))[None, :]
-            scores = model.score(users, cand).numpy()  # [1, 1+N]
-        else:
-            scores = full.copy()
-            scores[data.train_items] = -np.inf
-            if split == "test" and data.valid_item >= 0:
-                scores[data.valid_item] = -np.inf
-            scores = np.concatenate([[full[target]], np.delete(scores, target)])[None, :]
-        ranks = ranks_from_scores(scores, 0)
-        for name, vals in rank_metrics(ranks, ks).items():
-            out[f"{split}_{name.lower()}"] = float(vals[0])
-    return out
+    return leave_one_out_metrics([data], scores, ks)[0]

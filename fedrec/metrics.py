@@ -1,4 +1,5 @@
-"""Ranking metrics and the two evaluation protocols (pure numpy / scipy).
+"""Ranking-metric primitives (pure numpy / scipy); ``fedrec.evaluation`` composes them into
+the evaluation every protocol runs.
 
 Conventions used throughout
 ---------------------------
@@ -17,7 +18,8 @@ Conventions used throughout
 Protocols
 ---------
 * Full ranking: every item is a candidate; the user's training items are excluded (score
-  -inf) except the target itself (``full_ranking_ranks``, ``evaluate_full_ranking``).
+  -inf) except the target itself (``full_ranking_ranks``; whole protocols:
+  ``fedrec.evaluation``).
 * Sampled negatives: candidates are ``[target, negatives...]`` with ``n_neg`` negatives per user
   drawn once with a seeded generator (``sample_negatives``) and reused every round
   (``sampled_ranks``), as in NCF (He et al., WWW 2017; 99 negatives).
@@ -25,7 +27,7 @@ Protocols
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 
 import numpy as np
 import scipy.sparse as sp
@@ -100,8 +102,12 @@ def ranks_from_scores(scores: np.ndarray, target_col: int | np.ndarray) -> np.nd
 
 
 # --------------------------------------------------------------------------- sparse helpers
-def _as_csr(relevant: Relevant, n_rows: int, n_cols: int) -> sp.csr_matrix:
-    """Binary csr [n_rows, n_cols] from a csr matrix or a list of item-id arrays (one per row)."""
+def as_csr(relevant: Relevant, n_rows: int, n_cols: int) -> sp.csr_matrix:
+    """Binary csr [n_rows, n_cols] from a csr matrix or a list of item-id arrays (one per row).
+
+    Canonical (sorted indices, no duplicates, every stored value 1.0); a list may name items
+    beyond ``n_cols`` (the matrix then widens). A sparse input is copied, never modified.
+    """
     if sp.issparse(relevant):
         m = sp.csr_matrix(relevant, dtype=np.float64, copy=True)
     else:
@@ -138,7 +144,7 @@ def recall_at_k(topk: np.ndarray, relevant: Relevant) -> np.ndarray:
     """
     topk = np.asarray(topk, dtype=np.int64)
     n_users, k = topk.shape
-    rel = _as_csr(relevant, n_users, int(topk.max(initial=-1)) + 1)
+    rel = as_csr(relevant, n_users, int(topk.max(initial=-1)) + 1)
     rows = np.repeat(np.arange(n_users), k).reshape(n_users, k)
     hits = _member(rows, topk, rel).sum(axis=1)  # [U]
     n_rel = np.diff(rel.indptr).astype(np.float64)
@@ -184,7 +190,7 @@ def exposure_per_target(
     eligible = np.ones_like(in_top)
     if interacted is not None:
         n_cols = max(int(topk.max(initial=-1)), int(targets.max(initial=-1))) + 1
-        m = _as_csr(interacted, topk.shape[0], n_cols)
+        m = as_csr(interacted, topk.shape[0], n_cols)
         rows = np.repeat(np.arange(topk.shape[0]), targets.size).reshape(in_top.shape)
         eligible = ~_member(rows, np.broadcast_to(targets, in_top.shape), m)
     n_eligible = eligible.sum(axis=0).astype(np.float64)
@@ -207,17 +213,18 @@ def any_target_exposure(topk: np.ndarray, target_items: np.ndarray) -> np.ndarra
 
 # --------------------------------------------------------------------------- full ranking
 def mask_scores(
-    scores: np.ndarray, exclude: sp.spmatrix | None, keep: np.ndarray | None = None
+    scores: np.ndarray, exclude: Relevant | None, keep: np.ndarray | None = None
 ) -> np.ndarray:
-    """Copy of ``scores`` [U, n_items] with the stored entries of ``exclude`` set to -inf.
+    """Copy of ``scores`` [U, n_items] with the entries named by ``exclude`` set to -inf.
 
+    ``exclude``: csr [U, n_items] (its stored non-zero entries) or a list of U item-id arrays.
     ``keep`` (int [U], optional): one item per row that is never masked (the held-out target).
     The input is not modified; integer scores become float64.
     """
     s = np.array(scores, dtype=np.result_type(np.asarray(scores).dtype, np.float32))
     if exclude is None:
         return s
-    ex = sp.csr_matrix(exclude)
+    ex = sp.csr_matrix(exclude) if sp.issparse(exclude) else as_csr(exclude, s.shape[0], s.shape[1])
     if ex.shape[0] != s.shape[0] or ex.shape[1] > s.shape[1]:
         raise ConfigError(f"exclude has shape {ex.shape} but scores have {s.shape}; "
                           "pass one exclude row per scored user over the same items")
@@ -267,54 +274,6 @@ def topk_items(scores: np.ndarray, k: int, exclude: sp.spmatrix | None = None) -
     return np.take_along_axis(cols, order, axis=1)
 
 
-def evaluate_full_ranking(
-    score_fn: Callable[[np.ndarray], np.ndarray],
-    users: np.ndarray,
-    targets: np.ndarray,
-    exclude: sp.spmatrix | None,
-    ks: Sequence[int] = (10, 20),
-    chunk: int = 1024,
-    relevant: Relevant | None = None,
-) -> dict[str, float]:
-    """Full-ranking HR/NDCG/MRR/Recall@K, scoring ``chunk`` users at a time.
-
-    Parameters
-    ----------
-    score_fn : users_chunk int [B] -> float [B, n_items]
-        Scores of every item for the given users (e.g. ``model.score_all``).
-    users, targets : int [U]
-        Row i evaluates ``users[i]`` with held-out item ``targets[i]``.
-    exclude : csr [U, n_items] or None
-        Row i holds the items to exclude for row i (training items); the target is kept.
-    relevant : csr [U, n_items] or list, optional
-        Held-out sets for Recall@K; default ``{targets[i]}`` (then Recall@K equals HR@K up to
-        the tie rules described in the module docstring).
-
-    Returns
-    -------
-    dict
-        Means over rows of ``HR@k``, ``NDCG@k``, ``MRR@k``, ``Recall@k`` and ``n_users``.
-        Peak memory is about two float [chunk, n_items] arrays.
-    """
-    users, targets = np.asarray(users), np.asarray(targets, dtype=np.int64)
-    ex = None if exclude is None else sp.csr_matrix(exclude)
-    rel = None if relevant is None else _as_csr(relevant, len(users), 0)
-    parts: dict[str, list[np.ndarray]] = {}
-    for start in range(0, len(users), chunk):
-        sl = slice(start, start + chunk)
-        s = mask_scores(score_fn(users[sl]), None if ex is None else ex[sl], keep=targets[sl])
-        found = rank_metrics(ranks_from_scores(s, targets[sl]), ks)
-        top = topk_items(s, max(ks))
-        hit_sets = list(targets[sl, None]) if rel is None else rel[sl]
-        for k in ks:
-            found[f"Recall@{k}"] = recall_at_k(top[:, :k], hit_sets)
-        for name, values in found.items():
-            parts.setdefault(name, []).append(values)
-    out = summarise({name: np.concatenate(v) for name, v in parts.items()})
-    out["n_users"] = float(len(users))
-    return out
-
-
 # --------------------------------------------------------------------------- sampled negatives
 def _first_occurrence(draws: np.ndarray) -> np.ndarray:
     """True where draws[r, j] does not appear earlier in row r. int [R, W] -> bool [R, W]."""
@@ -362,7 +321,7 @@ def sample_negatives(
         Candidates for the sampled protocol are ``[target, negatives...]`` (target in column 0).
     """
     n_users = positives.shape[0] if sp.issparse(positives) else len(positives)
-    pos = _as_csr(positives, n_users, n_items)
+    pos = as_csr(positives, n_users, n_items)
     free = n_items - np.diff(pos.indptr)
     if n_users and free.min() < n_neg:
         u = int(np.argmin(free))
@@ -390,3 +349,12 @@ def sampled_ranks(pos_scores: np.ndarray, neg_scores: np.ndarray) -> np.ndarray:
     """Pessimistic rank of the target among ``[target, negatives...]``. [U], [U, N] -> int [U]."""
     cand = np.column_stack([np.asarray(pos_scores), np.asarray(neg_scores)])  # [U, 1 + N]
     return ranks_from_scores(cand, 0)
+
+
+def __getattr__(name: str) -> object:
+    """Names that moved to ``fedrec.evaluation`` (imported lazily: it imports this module)."""
+    if name == "evaluate_full_ranking":
+        from fedrec import evaluation
+
+        return evaluation.evaluate_full_ranking
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

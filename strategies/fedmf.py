@@ -19,7 +19,6 @@ from clients.device import EVALUATE, FIT, DeviceReply, DeviceTask
 from clients.embedding import EmbeddingDevice
 from clients.trainer import local_examples
 from fedrec.errors import ConfigError
-from fedrec.metrics import rank_metrics, ranks_from_scores
 from fedrec.payload import SparseRows, add_sparse
 from strategies.aggregation import sparse_row_mean
 from strategies.shared_model import SharedModelStrategy
@@ -31,7 +30,7 @@ class FedMFDevice(EmbeddingDevice):
     model_name = "mf"
     sparse_tables = (ITEM, BIAS)
 
-    def __init__(self, cfg, fed) -> None:  # noqa: ANN001
+    def __init__(self, cfg, fed) -> None:
         if cfg.train.model not in ("", "mf"):
             raise ConfigError(f"fedmf trains matrix factorisation, not model={cfg.train.model!r}; "
                               "drop the model key or use strategy=fedavg for other models")
@@ -41,7 +40,7 @@ class FedMFDevice(EmbeddingDevice):
         if tasks and all(t.kind == FIT for t in tasks):
             return self.fit_cohort(tasks)
         if tasks and all(t.kind == EVALUATE for t in tasks) and self.fed.protocol == "sampled":
-            return self.evaluate_cohort(tasks)
+            return self.evaluate_many(tasks)
         return super().run_many(tasks)
 
     def user_vector(self, task: DeviceTask) -> np.ndarray:
@@ -70,20 +69,13 @@ class FedMFDevice(EmbeddingDevice):
                 flops=self.train_flops(n_seen), peak_mem_bytes=self.memory_bytes(n_seen)))
         return replies
 
-    def evaluate_cohort(self, tasks: list[DeviceTask]) -> list[DeviceReply]:
+    def score_many(self, tasks: list[DeviceTask], items: np.ndarray | None = None) -> np.ndarray:
+        """MF scores of a cohort in one product: p_u . q_i + c_i, float32 [U, C] (or [U, I])."""
         emb, bias = tasks[0].broadcast[ITEM], tasks[0].broadcast[BIAS]
         p = np.stack([self.user_vector(t) for t in tasks])                    # [U, D]
-        data = [self.fed.device(t.device_id) for t in tasks]
-        metrics: list[dict[str, float]] = [{} for _ in tasks]
-        for split in ("valid", "test"):
-            target = np.array([getattr(d, f"{split}_item") for d in data])      # [U]
-            has = target >= 0
-            cand = np.column_stack([np.where(has, target, 0), np.stack([d.negatives for d in data])])
-            ranks = ranks_from_scores(score_candidates(p, emb, bias, cand), 0)
-            for name, vals in rank_metrics(ranks).items():
-                for u in np.flatnonzero(has):
-                    metrics[u][f"{split}_{name.lower()}"] = float(vals[u])
-        return [DeviceReply(device_id=t.device_id, metrics=m) for t, m in zip(tasks, metrics, strict=True)]
+        if items is None:
+            return p @ emb.T + bias[None, :]                                 # [U, I]
+        return score_candidates(p, emb, bias, items)                         # [U, C]
 
 
 class FedMF(SharedModelStrategy):

@@ -126,7 +126,7 @@ def test_evaluate_full_ranking_matches_loop_and_chunking(chunk):
     scores = np.round(rng.random((n_users, n_items)), 1)  # rounding creates ties
     train = [rng.choice(n_items, size=rng.integers(0, 10), replace=False) for _ in range(n_users)]
     targets = rng.integers(0, n_items, n_users)
-    ex = m._as_csr(train, n_users, n_items)
+    ex = m.as_csr(train, n_users, n_items)
     got = m.evaluate_full_ranking(lambda us: scores[us], np.arange(n_users), targets, ex,
                                   ks=(5, 10), chunk=chunk)
     want = _loop_reference(scores, targets, train, (5, 10))
@@ -164,7 +164,7 @@ def test_sample_negatives_reproducible_and_seed_dependent():
     a = m.sample_negatives(300, pos, n_neg=20, seed=7)
     np.testing.assert_array_equal(a, m.sample_negatives(300, pos, n_neg=20, seed=7))
     assert not np.array_equal(a, m.sample_negatives(300, pos, n_neg=20, seed=8))
-    csr = m._as_csr(pos, len(pos), 300)
+    csr = m.as_csr(pos, len(pos), 300)
     np.testing.assert_array_equal(a, m.sample_negatives(300, csr, n_neg=20, seed=7))
 
 

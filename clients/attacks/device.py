@@ -5,18 +5,28 @@ too (on their fake profiles, see ``PoisonedData``) and the attack then rewrites 
 uploads, so a cohort still trains in one vectorised call. In evaluation, benign devices
 also report the exposure of the target items (er@5, er@10) and malicious devices report
 nothing, so every evaluation mean is over benign users only.
+
+Exposure (ER@5, ER@10): each benign device scores every item with the protocol's own model
+(``DeviceLogic.score_many``, the model its ``scored_model`` names), masks its training items
+and reports the share of the target items (among those it never trained on) inside its
+top-K (``fedrec.evaluation.exposure_at_k``; ties count against the target). The cloud's
+device average equals the papers' ER@K (mean over targets of the share of users exposed,
+``fedrec.metrics.exposure_ratio_at_k``) whenever every user is eligible for every target,
+the usual case for unpopular targets.
 """
 
 from __future__ import annotations
 
+import numpy as np
+
 from clients.attacks.kinds import Attack
 from clients.device import FIT, DeviceLogic, DeviceReply, DeviceTask
-from clients.exposure import all_item_scores, target_exposure
+from fedrec.evaluation import exposure_at_k
 
 
 class AttackDevice(DeviceLogic):
-    """inner: the logic devices run (maybe LDP-wrapped); scorer: the bare protocol logic
-    that can score all items for the exposure metric."""
+    """inner: the logic devices run (maybe LDP-wrapped); scorer: the bare protocol logic,
+    whose ``score_many`` ranks all items for the exposure metric."""
 
     def __init__(self, inner: DeviceLogic, scorer: DeviceLogic, attack: Attack) -> None:
         super().__init__(inner.cfg, inner.fed)
@@ -52,7 +62,8 @@ class AttackDevice(DeviceLogic):
         replies = {r.device_id: r for r in (self.inner.run_many(benign) if benign else [])}
         if benign and self.attack.cfg.targeted:
             trained = [self.scorer.fed.device(t.device_id).train_items for t in benign]
-            scores = all_item_scores(self.scorer, benign)
-            for t, er in zip(benign, target_exposure(scores, trained, self.attack.targets), strict=True):
-                replies[t.device_id].metrics.update(er)
+            er = exposure_at_k(self.scorer.score_many(benign), self.attack.targets, trained, (5, 10))
+            for u, t in enumerate(benign):  # a device eligible for no target reports no er@k
+                replies[t.device_id].metrics.update(
+                    {name.lower(): float(v[u]) for name, v in er.items() if not np.isnan(v[u])})
         return [replies.get(t.device_id, DeviceReply(device_id=t.device_id)) for t in tasks]

@@ -31,7 +31,8 @@ import torch.nn.functional as F
 
 from fedrec.c3drec.agp import AGPSchedule, Masks, agp_sparsity, apply_masks, mask_gradients, prune
 from fedrec.c3drec.sparsify import calibrate_gamma
-from fedrec.metrics import topk_items
+from fedrec.evaluation import ranks_from_topk
+from fedrec.metrics import hit_rate, mrr, topk_items
 from fedrec.models.base import PAD, Batch
 from fedrec.models.common import embed_history
 from fedrec.models.gru4rec import GRU4Rec, hard_threshold
@@ -316,8 +317,7 @@ def topk_among(u: np.ndarray, item_emb: np.ndarray, candidates: np.ndarray, k: i
 
 
 def rank_metrics_topk(top: np.ndarray, targets: np.ndarray, k: int) -> dict[str, np.ndarray]:
-    """Per event: ``hit`` (target in top-k) and ``rr`` (1/(position+1), 0 if absent)."""
-    match = top[:, :k] == targets[:, None]                            # [E, k]
-    pos = np.argmax(match, axis=1)
-    hit = match.any(axis=1)
-    return {"hit": hit.astype(np.float64), "rr": np.where(hit, 1.0 / (pos + 1.0), 0.0)}
+    """Per event: ``hit`` (target in top-k) and ``rr`` (1/(position+1), 0 if absent), the
+    rank metrics of ``fedrec.evaluation.ranks_from_topk``."""
+    ranks = ranks_from_topk(top[:, :k], targets)                      # [E], inf if absent
+    return {"hit": hit_rate(ranks, k), "rr": mrr(ranks, k)}
