@@ -11,16 +11,18 @@ client hosts which device does not change any number: a device's work depends on
 from __future__ import annotations
 
 import json
+import shutil
 import traceback
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 from flwr.client import NumPyClient
 
-from clients.device import EVALUATE, FIT, DeviceLogic, DeviceReply, DeviceTask, device_rng
-from clients.state import DeviceStateStore, version_of
+from clients.device import END, FIT, DeviceLogic, DeviceReply, DeviceTask, device_rng
+from clients.state import DeviceStateStore, default_state_root, round_start, version_of
 from fedrec import devices as dev
 from fedrec.payload import BROADCAST, REDUCED, nbytes, pack, scoped, split_scopes, unpack
 from strategies.aggregation import ReduceSpec, reduce_uploads
@@ -40,21 +42,30 @@ class Faults:
 
 
 class DeviceHost(NumPyClient):
-    """Runs the devices named in each message with the given DeviceLogic."""
+    """Runs the devices named in each message with the given DeviceLogic.
+
+    ``state_root`` is this host's choice of where its devices' private state lives (node
+    config ``state-dir``, else ``$FEDREC_STATE_DIR``, else the system's temporary folder:
+    clients.state.default_state_root); each run gets ``<state_root>/<run id>/`` and the
+    host deletes it when the cloud says the run is over (message kind ``end``).
+    """
 
     def __init__(self, logic: DeviceLogic, profile_of: ProfileFn, seed: int,
-                 dropouts: bool = True, faults: Faults = Faults()) -> None:
+                 dropouts: bool = True, faults: Faults = Faults(),
+                 state_root: str | Path | None = None) -> None:
         self.logic = logic
         self.profile_of = profile_of
         self.seed = seed
         self.dropouts = dropouts
         self.faults = faults
+        self.state_root = Path(state_root) if state_root is not None else default_state_root()
 
     def get_parameters(self, config: dict[str, Any]) -> list[np.ndarray]:
         return []  # the strategy owns the global model; devices never seed it
 
     def fit(self, parameters, config):
-        replies, spec = self._run(parameters, FIT)
+        """Every phase of a protocol arrives here (``meta["kind"]`` names it)."""
+        replies, spec = self._run(parameters)
         upload: dict[str, np.ndarray] = {}
         if spec is not None:  # the strategy needs only sums: send the cohort's (device order)
             ok = [r for r in replies if r.status == "ok"]
@@ -67,25 +78,30 @@ class DeviceHost(NumPyClient):
         return pack(upload, {"devices": info}), sum(r.num_examples for r in replies), {}
 
     def evaluate(self, parameters, config):
-        replies, _ = self._run(parameters, EVALUATE)
+        """Flower's evaluate message (Flower's default Server): the reports as JSON."""
+        replies, _ = self._run(parameters)
         info = {str(r.device_id): reply_info(r) for r in replies}
         n = sum(1 for r in replies if r.status == "ok")
         return 0.0, n, {"devices": json.dumps(info)}
 
-    def _run(self, parameters: list[np.ndarray], kind: str
-             ) -> tuple[list[DeviceReply], ReduceSpec | None]:
+    def _run(self, parameters: list[np.ndarray]) -> tuple[list[DeviceReply], ReduceSpec | None]:
         """Run the named devices; returns their replies (device order) and the reduce spec."""
         arrays, meta = unpack(parameters)
+        kind = str(meta["kind"])
+        if kind == END:
+            self.end_run(str(meta["run"]), bool(meta.get("keep", False)))
+            return [], None
         scopes = split_scopes(arrays)
         broadcast = scopes.pop(BROADCAST, {})
         ids = [int(d) for d in meta["devices"]]
         rnd = int(meta["round"])
-        store = DeviceStateStore(meta["state_dir"], int(meta["shard_size"]))
-        version = version_of(rnd, kind)
+        store = DeviceStateStore(self.state_root / str(meta["run"]), int(meta["shard_size"]))
+        version = version_of(rnd, int(meta.get("phase_index", 0 if kind == FIT else 1)))
         states = store.load(ids, before=version)
+        optional = bool(meta.get("available_only", kind == FIT))
         tasks, dropped = [], []
         for d in ids:
-            if kind == FIT and not self.takes_part(d, rnd):
+            if optional and not self.takes_part(d, rnd):
                 dropped.append(DeviceReply(device_id=d, status="dropped"))
                 continue
             tasks.append(DeviceTask(
@@ -97,11 +113,16 @@ class DeviceHost(NumPyClient):
         for task, r in zip(tasks, replies, strict=True):
             r.costs = device_costs(r, self.profile_of(task.device_id),
                                    down_bcast + nbytes(task.own), kind)
-            if kind == FIT:
+            if optional:
                 self.inject_failure(r, rnd)
         store.save({r.device_id: r.state for r in replies if r.status == "ok" and r.state is not None},
-                   version, keep_from=version_of(rnd - 1, EVALUATE))  # the cloud's checkpoint
+                   version, keep_from=round_start(rnd) - 1)  # the cloud's last checkpoint
         return sorted(replies + dropped, key=lambda r: r.device_id), meta.get("reduce")
+
+    def end_run(self, run: str, keep: bool) -> None:
+        """The run is over: this host's private state of it goes (unless it is to be kept)."""
+        if not keep and run and "/" not in run and run not in (".", ".."):
+            shutil.rmtree(self.state_root / run, ignore_errors=True)
 
     def takes_part(self, d: int, rnd: int) -> bool:
         """Available by its profile (when dropouts are simulated) and not made unavailable."""
@@ -143,7 +164,7 @@ def device_costs(r: DeviceReply, p: dev.DeviceProfile, bytes_down: int, kind: st
     """Real payload sizes and simulated time/energy of one device's round."""
     if r.status != "ok":
         return {}
-    up = nbytes(r.upload) if kind == FIT else 0
+    up = nbytes(r.upload)
     return {
         "bytes_up": float(up),
         "bytes_down": float(bytes_down),

@@ -6,19 +6,22 @@ thousands. The strategy routes all devices of a shard to the same client in a ro
 two processes write a shard at once. Writes are atomic (tmp + replace).
 
 Versions make a run resumable: each write is a new file ``shard-<s>/v<version>.pkl`` holding
-the whole shard, where ``version = 2 * round + (0 fit | 1 evaluate)`` (``version_of``). A
-task of version v reads the newest file older than v, so a run killed in round r and
-resumed from the cloud's checkpoint of round r-1 reads exactly the state that round r saw
-the first time; files a killed attempt left from round r (or later) are ignored and
-replaced. A write keeps the newest version of the last checkpointed round
-(``keep_from``) and everything after it, and deletes older ones: at most a few files per
-shard.
+the whole shard, where ``version = 16 * round + phase index`` (``version_of``). A task of
+version v reads the newest file older than v, so a run killed in round r and resumed from
+the cloud's checkpoint of round r-1 reads exactly the state that round r saw the first
+time; files a killed attempt left from round r (or later) are ignored and replaced. A write
+keeps the newest version of the last checkpointed round (``keep_from``) and everything after
+it, and deletes older ones: at most a few files per shard.
+
+Where the state lives is the device side's business (``default_state_root``, or a node
+config): the cloud only names the run.
 """
 
 from __future__ import annotations
 
 import os
 import pickle
+import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -27,9 +30,27 @@ Arrays = dict[str, np.ndarray]
 LATEST = 2**62  # a version newer than any real one
 
 
-def version_of(rnd: int, kind: str) -> int:
-    """The version of a (round, task kind): fit before evaluate, rounds in order."""
-    return 2 * rnd + (0 if kind == "fit" else 1)
+#: phases a round may have (a version is 16 * round + phase index)
+MAX_PHASES = 16
+
+
+def version_of(rnd: int, phase_index: int) -> int:
+    """The version a phase of a round writes: phases in order, rounds in order."""
+    if not 0 <= phase_index < MAX_PHASES:
+        raise ValueError(f"phase index {phase_index} outside 0..{MAX_PHASES - 1}")
+    return MAX_PHASES * rnd + phase_index
+
+
+def round_start(rnd: int) -> int:
+    """The first version of round ``rnd`` (everything older is from earlier rounds)."""
+    return MAX_PHASES * rnd
+
+
+def default_state_root() -> Path:
+    """Where a device host keeps its devices' private state unless its node config says
+    otherwise: ``$FEDREC_STATE_DIR``, else ``<temporary folder>/fedrec-device-state``."""
+    return Path(os.environ.get("FEDREC_STATE_DIR") or
+                Path(tempfile.gettempdir()) / "fedrec-device-state")
 
 
 class DeviceStateStore:

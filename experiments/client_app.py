@@ -31,8 +31,10 @@ def make_client_fn(overrides: dict | None = None):
         logic = _logic(tuple(sorted(flat.items())))
         profiles = device_profiles(logic.fed.n_devices, cfg.sim.device_mix, cfg.train.seed)
         faults = Faults(cfg.sim.fault_unavailable, cfg.sim.fault_crash, cfg.sim.deadline_s)
+        root = context.node_config.get("state-dir") or None   # else the host's default
         return DeviceHost(logic, profiles.__getitem__, cfg.train.seed,
-                          dropouts=cfg.sim.simulate_dropouts, faults=faults).to_client()
+                          dropouts=cfg.sim.simulate_dropouts, faults=faults,
+                          state_root=root).to_client()
 
     return client_fn
 

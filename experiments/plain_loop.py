@@ -1,25 +1,33 @@
-"""The same device work as a Flower run, in a plain Python loop (no Flower, no Ray).
+"""The same run as through Flower, in this process (no Flower server, no Ray).
 
-Used by the cohort benchmark as the reference cost of the devices' own work, and for quick
-hyper-parameter sweeps. It drives a strategy's device-level hooks exactly as the Flower base
-does (same sampling, same routing into cohorts, same sorted aggregation), so its metrics
-match a Flower run with dropouts disabled.
+``plain_loop`` drives the strategy with the one round driver (``strategies.driver``) over an
+``InProcessTransport``: the same phases, sampling, routing into cohorts, messages,
+``DeviceHost`` (state, costs, faults), aggregation, round log, checkpoints and run directory
+as a Flower run, so its metrics equal those of a Flower run without dropouts (dropouts are
+off here). Used by the benchmarks as the reference cost of the devices' own
+work and for quick sweeps.
+
+``run_devices`` runs a list of devices' tasks in cohorts without any strategy: for tests
+and experiments that need the raw replies.
 """
 
 from __future__ import annotations
 
-import time
+import shutil
+import tempfile
 from typing import Any
 
-from clients.device import EVALUATE, FIT, DeviceReply, DeviceTask, device_rng
-from experiments.setup import effective_config, resolve
+from clients.device import FIT, DeviceReply, DeviceTask, device_rng
+from clients.host import DeviceHost, Faults
+from experiments.setup import device_profiles, effective_config, resolve
 from fedrec.results import RunRecorder
-from strategies.base import route
-from strategies.rounds import summarise_eval
+from strategies.driver import InProcessTransport, run_to_end
+from strategies.messages import route
 
 
-def run_devices(logic, kind: str, rnd: int, ids: list[int], broadcast, own, seed: int,
+def run_devices(logic, kind: str, rnd: int, ids: list[int], broadcast, own, seed: int,  # noqa: ANN001
                 states: dict, cohort: int) -> list[DeviceReply]:
+    """Every device's reply for one phase, cohort by cohort, private state kept in ``states``."""
     replies: list[DeviceReply] = []
     for _, devs in sorted(route(ids, cohort, 10**9).items()):
         tasks = [DeviceTask(d, rnd, kind, broadcast, own.get(d, {}), states.get(d), {},
@@ -33,32 +41,25 @@ def run_devices(logic, kind: str, rnd: int, ids: list[int], broadcast, own, seed
 
 
 def plain_loop(overrides: dict[str, Any], run_dir: str, verbose: bool = True) -> list[dict[str, Any]]:
-    """Run ``num-rounds`` rounds of the configured strategy; returns one record per round."""
-    flat = effective_config({}, {**overrides, "simulate-dropouts": False})
+    """Run ``num-rounds`` rounds of the configured strategy; returns one record per round
+    (the run's rounds.jsonl records, with ``fit_s`` and ``round_s`` for the benchmarks)."""
+    flat = effective_config({}, {**overrides, "simulate-dropouts": False, "quiet": not verbose})
     cfg, cls = resolve(flat)
     fed = cls.prepare_data(cfg)
-    strategy = cls(cfg=cfg, fed=fed, recorder=RunRecorder(run_dir))
-    logic = cls.device_cls(cfg, fed)
-    states: dict = {}
-    records = []
-    for rnd in range(1, cfg.train.num_rounds + 1):
-        t0 = time.perf_counter()
-        ids = strategy.select_fit_devices(rnd)
-        fit = run_devices(logic, FIT, rnd, ids, strategy.fit_broadcast(rnd), strategy.fit_own(rnd, ids),
-                          cfg.train.seed, states, cfg.sim.devices_per_client)
-        agg = strategy.aggregate(rnd, [r for r in fit if r.status == "ok"])
-        t_fit = time.perf_counter() - t0
-        rec: dict[str, Any] = {"round": rnd, "fit_s": t_fit, **{f"agg_{k}": v for k, v in agg.items()}}
-        every = cfg.sim.eval_every
-        if rnd == cfg.train.num_rounds or (every and rnd % every == 0):
-            eval_ids = strategy.select_eval_devices(rnd)
-            ev = run_devices(logic, EVALUATE, rnd, eval_ids, strategy.eval_broadcast(rnd),
-                             strategy.eval_own(rnd, eval_ids), cfg.train.seed, states,
-                             cfg.sim.devices_per_client)
-            rec.update(summarise_eval(ev))
-        rec["round_s"] = time.perf_counter() - t0
-        records.append(rec)
-        if verbose:
-            shown = {k: round(v, 4) for k, v in rec.items() if k.startswith("test_") and "@10" in k}
-            print(f"round {rnd}: fit {t_fit:.2f} s, total {rec['round_s']:.2f} s {shown}", flush=True)
-    return records
+    recorder = RunRecorder(run_dir)
+    recorder.start({"flat": flat, "strategy_class": f"{cls.__module__}:{cls.__name__}",
+                    "engine": "plain"})
+    strategy = cls(cfg=cfg, fed=fed, recorder=recorder)
+    profiles = device_profiles(fed.n_devices, cfg.sim.device_mix, cfg.train.seed)
+    root = tempfile.mkdtemp(prefix="fedrec-plain-state-")
+    host = DeviceHost(cls.device_cls(cfg, fed), profiles.__getitem__, cfg.train.seed,
+                      dropouts=cfg.sim.simulate_dropouts, state_root=root,
+                      faults=Faults(cfg.sim.fault_unavailable, cfg.sim.fault_crash,
+                                    cfg.sim.deadline_s))
+    transport = InProcessTransport([lambda nd: host.fit(nd, {})[0]] * strategy.expected_clients)
+    try:
+        run_to_end(strategy, 1, cfg.train.num_rounds, transport)
+    finally:
+        shutil.rmtree(root, ignore_errors=True)
+    return [{**r, "fit_s": r.get("fit_wall_s", 0.0), "round_s": r["round_wall_s"]}
+            for r in strategy.log.records]

@@ -10,15 +10,14 @@ strategy continues from ``<run dir>/checkpoint.pkl`` after its last finished rou
 
 from __future__ import annotations
 
-import shutil
-
 from flwr.common import Context
-from flwr.server import ServerApp, ServerConfig
+from flwr.server import ServerApp, ServerConfig, SimpleClientManager
 from flwr.server.compat import start_grid
 from flwr.serverapp import Grid
 
 from experiments.setup import effective_config, resolve, run_dir_for
 from fedrec.results import RunRecorder
+from strategies.driver import PhasedServer
 from strategies.faults import WorkerLost
 
 
@@ -40,10 +39,11 @@ def run_server(grid: Grid, flat: dict) -> RunRecorder:
             strategy.load_state(*checkpoint)
         if done < cfg.train.num_rounds:
             timeout = cfg.sim.round_timeout_s or None
-            start_grid(grid=grid, strategy=strategy, config=ServerConfig(
+            server = PhasedServer(client_manager=SimpleClientManager(), strategy=strategy)
+            start_grid(grid=grid, server=server, config=ServerConfig(
                 num_rounds=cfg.train.num_rounds - done, round_timeout=timeout))
         else:                      # killed after the last round's checkpoint: write the end
-            strategy.finish()
+            strategy.finish()      # (its devices' state stays with the hosts; see README)
         ending = "finished"
     except BaseException as exc:
         ending = ending_of(exc)
@@ -51,9 +51,6 @@ def run_server(grid: Grid, flat: dict) -> RunRecorder:
                                 "error": one_line(exc), "restartable": ending != "failed",
                                 "rounds_completed": len(recorder.rounds)})
         raise
-    finally:
-        if not cfg.sim.keep_device_state and ending in ("finished", "failed"):
-            shutil.rmtree(recorder.state_dir, ignore_errors=True)  # a resumable run keeps it
     return recorder
 
 

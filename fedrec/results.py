@@ -11,9 +11,8 @@ Layout of ``<output-dir>/<run-name>/``::
     checkpoint.pkl  the cloud's state after the last finished round (rewritten atomically
                     each round): what ``python -m experiments.run --resume DIR`` continues
     model.npz       the final global model (the strategy's global arrays)
-    device_state/   private on-device state, one version per round (not results; deleted
-                    when the run finishes or fails for good, unless kept; an interrupted
-                    run keeps it for --resume)
+    run_id          the run's opaque id: each device host keeps its devices' private state
+                    under <its state root>/<run id>/ (clients.state), never in this folder
 """
 
 from __future__ import annotations
@@ -25,6 +24,7 @@ import math
 import os
 import pickle
 import socket
+import uuid
 from pathlib import Path
 from typing import Any
 
@@ -70,8 +70,16 @@ class RunRecorder:
         self.rounds: list[dict[str, Any]] = []
 
     @property
-    def state_dir(self) -> Path:
-        return self.dir / "device_state"
+    def run_id(self) -> str:
+        """The run's opaque id (devices key their private state by it): made when the run
+        starts, read back when it resumes."""
+        path = self.dir / "run_id"
+        if path.is_file():
+            return path.read_text().strip()
+        rid = f"{self.dir.name[:60]}-{uuid.uuid4().hex[:12]}"
+        self.dir.mkdir(parents=True, exist_ok=True)
+        atomic_write(path, rid)
+        return rid
 
     def start(self, config: dict[str, Any], resume_round: int = 0) -> None:
         """Begin (or, after ``resume_round`` finished rounds, continue) the run directory."""

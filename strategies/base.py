@@ -1,13 +1,15 @@
 """``DeviceStrategy``: a Flower Strategy that reasons about devices, not Flower clients.
 
-A protocol overrides a few device-level hooks (what the cloud holds, what each device is
-sent, how device uploads are combined); this base maps device tasks onto Flower clients and
-device replies back, and does the plumbing every protocol shares:
+A protocol declares its round as phases (``Phase``: device phases and cloud-only steps, each
+possibly every k rounds; default: ``fit`` then ``evaluate``) and overrides a few device-level
+hooks (what the cloud holds, what each device is sent in a phase, how replies are combined).
+``strategies.driver.run_round`` walks the phases, through Flower (``PhasedServer``) or in
+this process (the plain loop). This base does the plumbing every protocol shares:
 
 * seeded device sampling (a function of seed and round only);
 * routing: devices are grouped in shards of ``devices-per-client`` consecutive ids, a shard
   goes to one Flower client, so one client = one device (faithful mode) or a cohort (fast
-  mode) with identical numbers;
+  mode) with identical numbers (``strategies.messages``);
 * replies sorted by device id before aggregation (Ray's scheduling cannot change a sum);
 * failures, dropouts and per-device costs counted: a Flower client that does not answer
   (its ClientApp raised, it timed out) has every device it was sent counted failed with the
@@ -15,13 +17,19 @@ device replies back, and does the plumbing every protocol shares:
   model that diverged stops the run with one line (strategies.faults);
 * one progress line per round; the run directory written incrementally (fedrec.results),
   with a checkpoint of the strategy after every round so a killed run can resume.
+
+The legacy Flower hooks (``configure_fit`` ...) run the ``fit`` and ``evaluate`` phases, so
+the strategy also works under Flower's default ``Server``; phases beyond those need
+``PhasedServer``.
 """
 
 from __future__ import annotations
 
+import json
 import time
 from abc import abstractmethod
 from collections import defaultdict
+from dataclasses import dataclass
 from typing import Any, ClassVar
 
 import numpy as np
@@ -41,9 +49,10 @@ from flwr.server.strategy import Strategy
 
 from clients.device import EVALUATE, FIT, Arrays, DeviceLogic, DeviceReply
 from fedrec.config import RunConfig
-from fedrec.payload import BROADCAST, REDUCED, pack, scoped, split_scopes, unpack
+from fedrec.payload import pack
 from fedrec.results import RunRecorder
 from strategies.aggregation import ReduceSpec, Totals, combine_partials
+from strategies.driver import FlowerTransport, NDArrays, Results
 from strategies.faults import (
     client_failures,
     raise_if_all_failed,
@@ -51,10 +60,35 @@ from strategies.faults import (
     raise_if_eval_incomplete,
     raise_if_nobody_answered,
 )
+from strategies.messages import build_messages, decode_replies, read_reply
+from strategies.messages import route as route  # re-exported: routing lives with messages
 from strategies.rounds import RoundLog, progress_line, summarise_eval
 
 INFO = 20
 EMPTY = Parameters(tensors=[], tensor_type="numpy.ndarray")
+
+
+@dataclass(frozen=True)
+class Phase:
+    """One step of a protocol's round.
+
+    name: travels to the device as the task kind (``DeviceLogic`` dispatches on it);
+    device: False for a cloud-only step (``cloud_step``), no message is sent;
+    every: runs in rounds r with r % every == 0 (0: never, except ``last``);
+    last: also runs in the last round; evaluates: replies are evaluation metrics (every
+    asked device must answer); available_only: devices may be unavailable (dropouts,
+    injected faults), as in training.
+    """
+
+    name: str
+    device: bool = True
+    every: int = 1
+    last: bool = False
+    evaluates: bool = False
+    available_only: bool = False
+
+    def runs_in(self, rnd: int, num_rounds: int) -> bool:
+        return (self.last and rnd == num_rounds) or (self.every > 0 and rnd % self.every == 0)
 
 
 def sample_devices(n_devices: int, fraction: float, seed: int, rnd: int) -> list[int]:
@@ -66,14 +100,6 @@ def sample_devices(n_devices: int, fraction: float, seed: int, rnd: int) -> list
     return sorted(int(d) for d in rng.choice(n_devices, size=k, replace=False))
 
 
-def route(device_ids: list[int], shard_size: int, n_clients: int) -> dict[int, list[int]]:
-    """Client slot -> its devices. A shard (``d // shard_size``) never spans two slots."""
-    slots: dict[int, list[int]] = defaultdict(list)
-    for d in device_ids:
-        slots[(d // shard_size) % n_clients].append(d)
-    return dict(slots)
-
-
 def _float_totals() -> defaultdict[str, float]:
     return defaultdict(float)
 
@@ -83,7 +109,7 @@ class DeviceStrategy(Strategy):
 
     #: attributes that are wiring, not run state: never checkpointed
     transient: ClassVar[frozenset[str]] = frozenset(
-        {"cfg", "fed", "recorder", "offset", "_sent", "_reduce", "_waited"})
+        {"cfg", "fed", "recorder", "offset", "_sent", "_reduce", "_legacy", "run_id"})
     #: attributes a protocol rebuilds deterministically in ``__init__`` (e.g. a model
     #: pre-trained before round 1): left out of the checkpoint, rebuilt on resume
     rebuilt: ClassVar[frozenset[str]] = frozenset()
@@ -101,6 +127,7 @@ class DeviceStrategy(Strategy):
         self.cfg = cfg
         self.fed = fed
         self.recorder = recorder
+        self.run_id = recorder.run_id
         self.n_devices: int = fed.n_devices
         self.shard = cfg.sim.devices_per_client
         self.expected_clients = -(-self.n_devices // self.shard)
@@ -108,11 +135,12 @@ class DeviceStrategy(Strategy):
         self.totals: dict[int, dict[str, float]] = defaultdict(_float_totals)
         self.log = RoundLog(num_rounds=cfg.train.num_rounds)
         self.offset = 0                          # rounds finished before this process (resume)
+        self._fit_ids: list[int] = []            # devices selected for this round's fit phase
         self._sent: dict[str, list[int]] = {}
         self._reduce: ReduceSpec | None = None   # what this round's fit cohorts were asked to sum
-        self._waited = False
+        self._legacy: FlowerTransport | None = None
 
-    # ------------------------------------------------------------------ device-level hooks
+    # ------------------------------------------------------------------ protocol hooks
     @classmethod
     def prepare_data(cls, cfg: RunConfig) -> Any:
         """The federated dataset (cached per process). Default: leave-one-out split."""
@@ -125,13 +153,19 @@ class DeviceStrategy(Strategy):
         """Raise ConfigError when this protocol cannot run ``cfg``. Cheap: trains nothing and
         writes nothing (experiments.setup calls it before any data is read). Default: no check."""
 
+    def phases(self) -> tuple[Phase, ...]:
+        """The round's steps, in order. Default: train, then evaluate every ``eval-every``
+        rounds and after the last."""
+        return (Phase(FIT, available_only=True),
+                Phase(EVALUATE, every=self.cfg.sim.eval_every, last=True, evaluates=True))
+
     @abstractmethod
     def init_global(self) -> Arrays:
         """The cloud's model before round 1 (seeded)."""
 
     @abstractmethod
     def aggregate(self, rnd: int, replies: list[DeviceReply]) -> dict[str, float]:
-        """Update ``self.global_arrays`` from the ok replies (sorted by device id)."""
+        """Update ``self.global_arrays`` from the ok fit replies (sorted by device id)."""
 
     def fit_broadcast(self, rnd: int) -> Arrays:
         return self.global_arrays
@@ -145,6 +179,27 @@ class DeviceStrategy(Strategy):
     def eval_own(self, rnd: int, device_ids: list[int]) -> dict[int, Arrays]:
         """Arrays addressed to single devices in an evaluation message (default none)."""
         return {}
+
+    def phase_broadcast(self, phase: Phase, rnd: int) -> Arrays:
+        """What every device of ``phase`` downloads (default: the fit/eval broadcasts)."""
+        return {FIT: self.fit_broadcast, EVALUATE: self.eval_broadcast}.get(
+            phase.name, lambda r: {})(rnd)
+
+    def phase_own(self, phase: Phase, rnd: int, device_ids: list[int]) -> dict[int, Arrays]:
+        """Arrays addressed to single devices in ``phase``."""
+        if phase.name == FIT:
+            return self.fit_own(rnd, device_ids)
+        return self.eval_own(rnd, device_ids) if phase.name == EVALUATE else {}
+
+    def on_phase(self, phase: Phase, rnd: int, replies: list[DeviceReply]) -> dict[str, float]:
+        """Combine the ok replies of a device phase other than fit/evaluate."""
+        raise NotImplementedError(f"{type(self).__name__} declares phase {phase.name!r} "
+                                  "but no on_phase")
+
+    def cloud_step(self, phase: Phase, rnd: int) -> dict[str, float]:
+        """Run a cloud-only phase (e.g. distillation, nightly matching); returns metrics."""
+        raise NotImplementedError(f"{type(self).__name__} declares cloud step {phase.name!r} "
+                                  "but no cloud_step")
 
     def round_config(self, rnd: int, kind: str) -> dict[str, Any]:
         return {}
@@ -164,130 +219,91 @@ class DeviceStrategy(Strategy):
     def select_eval_devices(self, rnd: int) -> list[int]:
         return sample_devices(self.n_devices, self.cfg.sim.eval_fraction, self.cfg.data.seed, 0)
 
-    # ------------------------------------------------------------------ Flower hooks
-    def initialize_parameters(self, client_manager: ClientManager) -> Parameters | None:
-        return EMPTY  # the global model lives in the strategy; nothing is asked of a client
+    def select(self, phase: Phase, rnd: int) -> list[int]:
+        """Devices of ``phase``: sampled for fit, the evaluation set for evaluating phases,
+        this round's fit devices otherwise."""
+        if phase.name == FIT:
+            return self.select_fit_devices(rnd)
+        return self.select_eval_devices(rnd) if phase.evaluates else list(self._fit_ids)
 
-    def configure_fit(self, server_round: int, parameters: Parameters,
-                      client_manager: ClientManager) -> list[tuple[ClientProxy, FitIns]]:
-        server_round += self.offset
-        ids = self.select_fit_devices(server_round)
-        self.log.begin(server_round, selected=len(ids))
-        own = self.fit_own(server_round, ids)
-        msgs = self._messages(server_round, ids, FIT, self.fit_broadcast(server_round), own, client_manager)
-        return [(proxy, FitIns(params, {})) for proxy, params in msgs]
+    # ------------------------------------------------------------------ the round (driver API)
+    def round_phases(self, rnd: int) -> list[Phase]:
+        return [p for p in self.phases() if p.runs_in(rnd, self.cfg.train.num_rounds)]
 
-    def aggregate_fit(self, server_round: int, results: list[tuple[ClientProxy, FitRes]],
-                      failures: list) -> tuple[Parameters | None, dict[str, Any]]:
-        server_round += self.offset
-        replies = self._lost(server_round, results, failures)
+    def phase_index(self, phase: Phase) -> int:
+        return [p.name for p in self.phases()].index(phase.name)
+
+    def begin_round(self, rnd: int) -> None:
+        self._fit_ids = []
+        self.log.begin(rnd, selected=0)
+
+    def phase_messages(self, phase: Phase, rnd: int, slots: list[str]) -> list[tuple[str, NDArrays]]:
+        ids = self.select(phase, rnd)
+        reduce = None
+        if phase.name == FIT:
+            self._fit_ids = ids
+            self.log.selected(len(ids))
+            reduce = self.reduce_spec() if self.shard > 1 and self.cfg.sim.host_reduce else None
+            self._reduce = reduce
+        header = {"round": rnd, "kind": phase.name, "phase_index": self.phase_index(phase),
+                  "available_only": phase.available_only, "shard_size": self.shard,
+                  "run": self.run_id, "config": self.round_config(rnd, phase.name)}
+        if reduce is not None:
+            header["reduce"] = reduce
+        messages, self._sent = build_messages(header, ids, self.phase_broadcast(phase, rnd),
+                                              self.phase_own(phase, rnd, ids), self.shard, slots)
+        return messages
+
+    def phase_results(self, phase: Phase, rnd: int, results: Results, failures: list) -> dict[str, float]:
+        """Count, check and combine a device phase's replies; returns the phase's metrics."""
+        answered = {cid for cid, _ in results}
+        raise_if_nobody_answered(rnd, len(self._sent), len(answered), failures)
+        missing = {cid: devs for cid, devs in self._sent.items() if cid not in answered}
+        replies = client_failures(rnd, missing, failures)
         parts: list[tuple[int, Arrays]] = []   # (first device id, a cohort's sums)
-        for proxy, res in results:
-            arrays, meta = unpack(parameters_to_ndarrays(res.parameters))
-            scopes = split_scopes(arrays)
-            if REDUCED in scopes:
-                parts.append((min(int(d) for d in meta["devices"]), scopes.pop(REDUCED)))
-            replies += decode_replies(scopes, meta["devices"])
+        for _, nd in results:
+            decoded, part = read_reply(nd)
+            replies += decoded
+            if part is not None:
+                parts.append(part)
         replies.sort(key=lambda r: r.device_id)
+        if phase.name == FIT:
+            return self._fit_results(rnd, replies, parts)
+        if phase.evaluates:
+            raise_if_eval_incomplete(rnd, sum(map(len, self._sent.values())), replies)
+            metrics = summarise_eval(replies)
+            self.log.eval_done(metrics)
+            return metrics
+        self._account(replies, prefix=f"{phase.name}_")
+        raise_if_all_failed(rnd, replies)
+        metrics = self.on_phase(phase, rnd, [r for r in replies if r.status == "ok"])
+        self.log.phase_done(phase.name, replies, metrics)
+        return metrics
+
+    def _fit_results(self, rnd: int, replies: list[DeviceReply],
+                     parts: list[tuple[int, Arrays]]) -> dict[str, float]:
         self._account(replies)
-        raise_if_all_failed(server_round, replies)
+        raise_if_all_failed(rnd, replies)
         ok = [r for r in replies if r.status == "ok"]
         if not ok:
             metrics = {}
         elif self._reduce is not None:
             parts.sort(key=lambda p: p[0])
-            metrics = self.aggregate_totals(server_round, combine_partials([p for _, p in parts],
-                                                                           self._reduce))
+            metrics = self.aggregate_totals(rnd, combine_partials([p for _, p in parts], self._reduce))
         else:
-            metrics = self.aggregate(server_round, ok)
-        raise_if_diverged(server_round, self.global_arrays, ok)
+            metrics = self.aggregate(rnd, ok)
+        raise_if_diverged(rnd, self.global_arrays, ok)
         self.log.fit_done(replies, metrics)
-        return EMPTY, metrics
+        return metrics
 
-    def configure_evaluate(self, server_round: int, parameters: Parameters,
-                           client_manager: ClientManager) -> list[tuple[ClientProxy, EvaluateIns]]:
-        server_round += self.offset
-        every, last = self.cfg.sim.eval_every, self.cfg.train.num_rounds
-        if server_round != last and (every == 0 or server_round % every):
-            self._finish_round(server_round)
-            return []
-        ids = self.select_eval_devices(server_round)
-        msgs = self._messages(server_round, ids, EVALUATE, self.eval_broadcast(server_round),
-                              self.eval_own(server_round, ids), client_manager)
-        return [(proxy, EvaluateIns(params, {})) for proxy, params in msgs]
+    def cloud_phase(self, phase: Phase, rnd: int) -> None:
+        t0 = time.monotonic()
+        metrics = self.cloud_step(phase, rnd)
+        raise_if_diverged(rnd, self.global_arrays, [])
+        self.log.update({f"{phase.name}_{k}": v for k, v in metrics.items()})
+        self.log.update({f"{phase.name}_wall_s": time.monotonic() - t0})
 
-    def aggregate_evaluate(self, server_round: int, results: list[tuple[ClientProxy, EvaluateRes]],
-                           failures: list) -> tuple[float | None, dict[str, Any]]:
-        import json
-
-        server_round += self.offset
-        replies = self._lost(server_round, results, failures)
-        for _, res in results:
-            replies += decode_replies({}, json.loads(str(res.metrics["devices"])))
-        replies.sort(key=lambda r: r.device_id)
-        raise_if_eval_incomplete(server_round, sum(map(len, self._sent.values())), replies)
-        metrics = summarise_eval(replies)
-        self.log.eval_done(metrics)
-        self._finish_round(server_round)
-        return None, metrics
-
-    def evaluate(self, server_round: int, parameters: Parameters) -> tuple[float, dict] | None:
-        return None  # no centralised evaluation: user state lives on the devices
-
-    # ------------------------------------------------------------------ plumbing
-    def _messages(self, rnd: int, ids: list[int], kind: str, broadcast: Arrays,
-                  own: dict[int, Arrays], client_manager: ClientManager) -> list[tuple[ClientProxy, Parameters]]:
-        proxies = self._proxies(client_manager)
-        self._sent = {}
-        reduce = None
-        if kind == FIT:
-            reduce = self.reduce_spec() if self.shard > 1 and self.cfg.sim.host_reduce else None
-            self._reduce = reduce
-        out = []
-        for slot, devs in sorted(route(ids, self.shard, len(proxies)).items()):
-            arrays = scoped(BROADCAST, broadcast)
-            for d in devs:
-                arrays.update(scoped(d, own.get(d, {})))
-            meta = {"devices": devs, "round": rnd, "kind": kind, "shard_size": self.shard,
-                    "state_dir": str(self.recorder.state_dir.resolve()),
-                    "config": self.round_config(rnd, kind)}
-            if reduce is not None:
-                meta["reduce"] = reduce
-            proxy = proxies[slot]
-            self._sent[proxy.cid] = devs
-            out.append((proxy, ndarrays_to_parameters(pack(arrays, meta))))
-        return out
-
-    def _proxies(self, client_manager: ClientManager) -> list[ClientProxy]:
-        # Nodes register after the ServerApp starts: wait for all of them, once per run.
-        if not self._waited and client_manager.num_available() < self.expected_clients:
-            client_manager.wait_for(self.expected_clients, timeout=120)
-        self._waited = True
-        proxies = sorted(client_manager.all().values(), key=lambda p: p.cid)
-        if len(proxies) < self.expected_clients:
-            log(30, "only %d of %d Flower clients registered; cohorts are merged",
-                len(proxies), self.expected_clients)
-        return proxies
-
-    def _lost(self, rnd: int, results: list, failures: list) -> list[DeviceReply]:
-        """Every device sent to a Flower client that did not answer, counted failed.
-
-        Flower hands a failed client back as a bare exception (no client named), so the
-        lost clients are those that were sent a message and are not among the results.
-        """
-        answered = {proxy.cid for proxy, _ in results}
-        missing = {cid: devs for cid, devs in self._sent.items() if cid not in answered}
-        raise_if_nobody_answered(rnd, len(self._sent), len(answered), failures)
-        return client_failures(rnd, missing, failures)
-
-    def _account(self, replies: list[DeviceReply]) -> None:
-        for r in replies:
-            t = self.totals[r.device_id]
-            t[f"rounds_{r.status}"] += 1
-            for k, v in r.costs.items():
-                t[k] += v
-
-    def _finish_round(self, rnd: int) -> None:
+    def end_round(self, rnd: int) -> None:
         record = self.log.end(rnd)
         self.recorder.log_round(record)
         self.recorder.save_checkpoint(rnd, self.state_dict())
@@ -295,6 +311,69 @@ class DeviceStrategy(Strategy):
             log(INFO, "%s", progress_line(record, self.cfg.train.num_rounds))
         if rnd == self.cfg.train.num_rounds:
             self.finish()
+
+    def end_messages(self, slots: list[str]) -> list[tuple[str, NDArrays]]:
+        """The run is over: each client deletes its devices' private state for this run
+        (unless ``keep-device-state``); the cloud names the run, never a folder."""
+        header = {"kind": "end", "run": self.run_id, "devices": [], "round": 0,
+                  "keep": self.cfg.sim.keep_device_state, "shard_size": self.shard}
+        return [(cid, pack({}, header)) for cid in slots]
+
+    # ------------------------------------------------------------------ Flower's legacy hooks
+    def initialize_parameters(self, client_manager: ClientManager) -> Parameters | None:
+        return EMPTY  # the global model lives in the strategy; nothing is asked of a client
+
+    def _legacy_slots(self, client_manager: ClientManager) -> tuple[list[str], dict[str, ClientProxy]]:
+        if self._legacy is None or self._legacy.client_manager is not client_manager:
+            self._legacy = FlowerTransport(client_manager, self.expected_clients, None)
+        slots = self._legacy.slots()
+        return slots, dict(client_manager.all())
+
+    def configure_fit(self, server_round: int, parameters: Parameters,
+                      client_manager: ClientManager) -> list[tuple[ClientProxy, FitIns]]:
+        rnd = server_round + self.offset
+        self.begin_round(rnd)
+        slots, proxies = self._legacy_slots(client_manager)
+        msgs = self.phase_messages(self.phases()[0], rnd, slots)
+        return [(proxies[cid], FitIns(ndarrays_to_parameters(nd), {})) for cid, nd in msgs]
+
+    def aggregate_fit(self, server_round: int, results: list[tuple[ClientProxy, FitRes]],
+                      failures: list) -> tuple[Parameters | None, dict[str, Any]]:
+        rnd = server_round + self.offset
+        got = [(proxy.cid, parameters_to_ndarrays(res.parameters)) for proxy, res in results]
+        return EMPTY, self.phase_results(self.phases()[0], rnd, got, failures)
+
+    def configure_evaluate(self, server_round: int, parameters: Parameters,
+                           client_manager: ClientManager) -> list[tuple[ClientProxy, EvaluateIns]]:
+        rnd = server_round + self.offset
+        evaluating = [p for p in self.round_phases(rnd) if p.evaluates]
+        if not evaluating:
+            self.end_round(rnd)
+            return []
+        slots, proxies = self._legacy_slots(client_manager)
+        msgs = self.phase_messages(evaluating[0], rnd, slots)
+        return [(proxies[cid], EvaluateIns(ndarrays_to_parameters(nd), {})) for cid, nd in msgs]
+
+    def aggregate_evaluate(self, server_round: int, results: list[tuple[ClientProxy, EvaluateRes]],
+                           failures: list) -> tuple[float | None, dict[str, Any]]:
+        rnd = server_round + self.offset
+        got = [(proxy.cid, pack({}, {"devices": json.loads(str(res.metrics["devices"]))}))
+               for proxy, res in results]
+        phase = [p for p in self.round_phases(rnd) if p.evaluates][0]
+        metrics = self.phase_results(phase, rnd, got, failures)
+        self.end_round(rnd)
+        return None, metrics
+
+    def evaluate(self, server_round: int, parameters: Parameters) -> tuple[float, dict] | None:
+        return None  # no centralised evaluation: user state lives on the devices
+
+    # ------------------------------------------------------------------ bookkeeping
+    def _account(self, replies: list[DeviceReply], prefix: str = "") -> None:
+        for r in replies:
+            t = self.totals[r.device_id]
+            t[f"{prefix}rounds_{r.status}"] += 1
+            for k, v in r.costs.items():
+                t[prefix + k] += v
 
     def finish(self) -> None:
         """Write devices.csv, the final model and the final summary."""
@@ -317,13 +396,4 @@ class DeviceStrategy(Strategy):
         self.log.t0 = time.monotonic() - (self.log.records[-1]["elapsed_s"] if self.log.records else 0.0)
 
 
-def decode_replies(scopes: dict[str, Arrays], info: dict[str, Any]) -> list[DeviceReply]:
-    """Per-device replies from a client's upload scopes + its JSON report."""
-    out = []
-    for key, rec in info.items():
-        out.append(DeviceReply(
-            device_id=int(key), upload=scopes.get(key, {}), metrics=rec.get("metrics", {}),
-            num_examples=int(rec.get("n", 0)), status=rec.get("status", "ok"),
-            error=rec.get("error", ""), costs=rec.get("costs", {}),
-        ))
-    return out
+__all__ = ["EMPTY", "DeviceStrategy", "Phase", "decode_replies", "route", "sample_devices"]

@@ -68,6 +68,21 @@ class RoundLog:
     def begin(self, rnd: int, selected: int) -> None:
         self._cur = {"round": rnd, "devices_selected": selected, "t_start": time.monotonic()}
 
+    def selected(self, n: int) -> None:
+        self._cur["devices_selected"] = n
+
+    def update(self, values: dict[str, Any]) -> None:
+        self._cur.update(values)
+
+    def phase_done(self, name: str, replies: list[DeviceReply], metrics: dict[str, float]) -> None:
+        """A device phase other than fit/evaluate: its counts and costs under ``<name>_``."""
+        costs = fit_costs(replies)
+        costs.pop("train_loss", None)
+        self._cur.update({f"{name}_{k}": v for k, v in costs.items()})
+        self._cur.update({f"{name}_{k}": v for k, v in metrics.items()})
+        failed = [f"device {r.device_id}: {r.error}" for r in replies if r.status == "failed"]
+        self.errors = (self.errors + failed)[:100]
+
     def fit_done(self, replies: list[DeviceReply], metrics: dict[str, float]) -> None:
         self._cur["fit_wall_s"] = time.monotonic() - self._cur.get("t_start", time.monotonic())
         self._cur.update(fit_costs(replies))

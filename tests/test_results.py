@@ -23,7 +23,8 @@ def test_start_writes_config_and_a_running_summary(tmp_path):
     summary = read_summary(rec.dir)
     assert summary["status"] == "running" and summary["rounds_completed"] == 0
     assert summary["pid"] == os.getpid()    # a stale "running" names who was running it
-    assert rec.state_dir == tmp_path / "a" / "run" / "device_state"
+    assert rec.run_id == RunRecorder(rec.dir).run_id != RunRecorder(tmp_path / "b").run_id
+    assert rec.run_id.startswith("run-")    # readable, unique, and kept for a resume
 
 
 def test_rounds_are_rewritten_whole_each_round(tmp_path):

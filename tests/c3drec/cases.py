@@ -1,5 +1,6 @@
 """A tiny C3DRec run built the way the apps build it (synthetic tiny: 30 users, 60 items), and
-the real Flower messages of one round, carried by hand through a DeviceHost (no Ray)."""
+the real messages of one round (every phase), carried by the round driver through a
+DeviceHost in this process (no Flower server, no Ray)."""
 
 from __future__ import annotations
 
@@ -7,16 +8,6 @@ from typing import Any
 
 import numpy as np
 import torch
-from flwr.common import (
-    Code,
-    EvaluateRes,
-    FitRes,
-    Status,
-    ndarrays_to_parameters,
-    parameters_to_ndarrays,
-)
-from flwr.server.client_manager import SimpleClientManager
-from flwr.server.client_proxy import ClientProxy
 
 from clients.c3drec_device import c3drec_options
 from clients.host import DeviceHost
@@ -26,6 +17,7 @@ from fedrec.data.schema import Dataset
 from fedrec.federated import load_for_run
 from fedrec.payload import split_scopes, unpack
 from fedrec.results import RunRecorder
+from strategies.driver import run_round
 
 BASE = {"dataset": "synthetic", "synthetic-size": "tiny", "simulate-dropouts": False,
         "num-rounds": 1, "quiet": True, "devices-per-client": 8,
@@ -66,41 +58,38 @@ def shuffle_clicks(data: Dataset, lo: int, hi: int, seed: int = 0) -> Dataset:
     return Dataset(data.name, df, data.has_time, data.user_features, data.item_features)
 
 
-class Proxy(ClientProxy):
-    """A registered client slot; the test carries its messages by hand."""
+class Recording:
+    """An in-process transport (strategies.driver) that keeps every message and reply."""
 
-    def get_properties(self, *a, **k): raise NotImplementedError  # noqa: ANN002, ANN003, ANN201, E704
-    def get_parameters(self, *a, **k): raise NotImplementedError  # noqa: ANN002, ANN003, ANN201, E704
-    def fit(self, *a, **k): raise NotImplementedError  # noqa: ANN002, ANN003, ANN201, E704
-    def evaluate(self, *a, **k): raise NotImplementedError  # noqa: ANN002, ANN003, ANN201, E704
-    def reconnect(self, *a, **k): raise NotImplementedError  # noqa: ANN002, ANN003, ANN201, E704
+    def __init__(self, host: DeviceHost, n_clients: int) -> None:
+        self.host, self.n = host, n_clients
+        self.seen: list[tuple[str, str, list[np.ndarray], list[np.ndarray]]] = []
+
+    def slots(self) -> list[str]:
+        return [f"c{slot:02d}" for slot in range(self.n)]
+
+    def exchange(self, rnd: int, messages: list) -> tuple[list, list]:
+        out = []
+        for cid, nd in messages:
+            reply = self.host.fit(nd, {})[0]
+            self.seen.append((unpack(nd)[1]["kind"], cid, nd, reply))
+            out.append((cid, reply))
+        return out, []
 
 
 def one_round(cfg: Any, st: Any, logic: Any) -> dict[str, Any]:
-    """Fit + evaluate round 1 with real messages: the raw FitIns/FitRes/EvaluateIns/EvaluateRes
-    arrays per client slot, and the strategy's evaluation metrics."""
-    manager = SimpleClientManager()
-    for slot in range(st.expected_clients):
-        manager.register(Proxy(f"c{slot:02d}"))
+    """Round 1 with real messages, every phase: per phase kind, the message and the reply
+    arrays per client slot (``<kind>_ins`` / ``<kind>_res``); and the round's record."""
     st.recorder.start({})
     profiles = device_profiles(logic.fed.n_devices, cfg.sim.device_mix, cfg.train.seed)
     host = DeviceHost(logic, profiles.__getitem__, cfg.train.seed, dropouts=False)
-    out: dict[str, Any] = {"fit_ins": {}, "fit_res": {}, "eval_ins": {}, "eval_res": {}}
-    results = []
-    for proxy, ins in st.configure_fit(1, None, manager):
-        nd_in = parameters_to_ndarrays(ins.parameters)
-        nd, n, metrics = host.fit(nd_in, ins.config)
-        assert metrics == {} and ins.config == {}
-        out["fit_ins"][proxy.cid], out["fit_res"][proxy.cid] = nd_in, nd
-        results.append((proxy, FitRes(Status(Code.OK, ""), ndarrays_to_parameters(nd), n, metrics)))
-    st.aggregate_fit(1, results, [])
-    results = []
-    for proxy, ins in st.configure_evaluate(1, None, manager):
-        nd_in = parameters_to_ndarrays(ins.parameters)
-        loss, n, metrics = host.evaluate(nd_in, ins.config)
-        out["eval_ins"][proxy.cid], out["eval_res"][proxy.cid] = nd_in, metrics
-        results.append((proxy, EvaluateRes(Status(Code.OK, ""), loss, n, metrics)))
-    out["metrics"] = st.aggregate_evaluate(1, results, [])[1]
+    transport = Recording(host, st.expected_clients)
+    run_round(st, 1, transport)
+    out: dict[str, Any] = {"fit_ins": {}, "fit_res": {}, "evaluate_ins": {}, "evaluate_res": {}}
+    for kind, cid, nd_in, nd_out in transport.seen:
+        out.setdefault(f"{kind}_ins", {})[cid] = nd_in
+        out.setdefault(f"{kind}_res", {})[cid] = nd_out
+    out["metrics"] = st.log.records[-1]
     return out
 
 

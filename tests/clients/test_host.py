@@ -53,11 +53,12 @@ def message(ids, rnd, state_dir, own=None, kind=FIT):
     for d, arrs in (own or {}).items():
         arrays.update(scoped(d, arrs))
     meta = {"devices": ids, "round": rnd, "kind": kind, "shard_size": 4,
-            "state_dir": str(state_dir), "config": {}}
+            "run": "run", "config": {}}
     return pack(arrays, meta)
 
 
 def fit(host: DeviceHost, ids, rnd, state_dir, own=None):
+    host.state_root = state_dir          # the host's own choice (here: the test's folder)
     ndarrays, n, metrics = host.fit(message(ids, rnd, state_dir, own), {})
     arrays, meta = unpack(ndarrays)
     assert metrics == {}
@@ -113,6 +114,7 @@ def test_no_dropouts_when_disabled_or_when_evaluating(tmp_path):
                      list(range(12)), 4, tmp_path)
     assert {r["status"] for r in info.values()} == {"ok"}
     host = DeviceHost(Counter(), lambda d: HALF, SEED, dropouts=True)
+    host.state_root = tmp_path
     loss, n, metrics = host.evaluate(message(list(range(12)), 4, tmp_path, kind=EVALUATE), {})
     report = json.loads(metrics["devices"])
     assert loss == 0.0 and n == 12 and {r["status"] for r in report.values()} == {"ok"}
@@ -139,7 +141,7 @@ def test_private_state_persists_across_rounds_in_shard_files(tmp_path):
             if r["status"] == "ok":
                 assert r["metrics"]["seen"] == seen.get(d, 0)   # rounds this device trained
                 seen[d] = seen.get(d, 0) + 1
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["shard-000000", "shard-000001"]
+    assert sorted(p.name for p in (tmp_path / "run").iterdir()) == ["shard-000000", "shard-000001"]
     # a fresh host (another Flower client) picks the state up from the files
     _, info, _ = fit(DeviceHost(Counter(), lambda d: ALWAYS, SEED), [0, 1, 5], 9, tmp_path)
     assert {d: r["metrics"]["seen"] for d, r in info.items()} == \

@@ -8,7 +8,7 @@ import pickle
 import numpy as np
 import pytest
 
-from clients.state import DeviceStateStore, version_of
+from clients.state import DeviceStateStore, round_start, version_of
 
 
 def state(v: float) -> dict[str, np.ndarray]:
@@ -24,8 +24,10 @@ def value(got) -> list[float | None]:
 
 
 def test_versions_order_rounds_and_kinds():
-    assert version_of(1, "fit") < version_of(1, "evaluate") < version_of(2, "fit")
-    assert version_of(3, "fit") == 6 and version_of(3, "evaluate") == 7
+    assert version_of(1, 0) < version_of(1, 1) < version_of(1, 15) < version_of(2, 0)
+    assert version_of(3, 0) == 48 == round_start(3) and version_of(3, 1) == 49
+    with pytest.raises(ValueError, match="phase index 16 outside 0..15"):
+        version_of(1, 16)
 
 
 def test_shard_of_groups_consecutive_ids():
@@ -62,31 +64,31 @@ def test_save_keeps_the_other_devices_of_a_shard(tmp_path):
 def test_load_reads_the_newest_version_older_than_before(tmp_path):
     store = DeviceStateStore(tmp_path, shard_size=4)
     for rnd in (1, 2, 3):
-        store.save({0: state(rnd)}, version=version_of(rnd, "fit"))
-    assert value(store.load([0], before=version_of(1, "fit"))) == [None]
-    assert value(store.load([0], before=version_of(2, "fit"))) == [1]
-    assert value(store.load([0], before=version_of(3, "evaluate"))) == [3]
+        store.save({0: state(rnd)}, version=version_of(rnd, 0))
+    assert value(store.load([0], before=version_of(1, 0))) == [None]
+    assert value(store.load([0], before=version_of(2, 0))) == [1]
+    assert value(store.load([0], before=version_of(3, 1))) == [3]
 
 
 def test_a_replayed_round_ignores_and_replaces_what_a_killed_attempt_wrote(tmp_path):
     # killed in round 3 after writing its fit state; resumed from the checkpoint of round 2
     store = DeviceStateStore(tmp_path, shard_size=4)
-    store.save({0: state(1)}, version=version_of(1, "fit"))
-    store.save({0: state(2)}, version=version_of(2, "fit"), keep_from=version_of(1, "evaluate"))
-    store.save({0: state(99)}, version=version_of(3, "evaluate"), keep_from=version_of(2, "evaluate"))
-    assert value(store.load([0], before=version_of(3, "fit"))) == [2]
-    store.save({0: state(3)}, version=version_of(3, "fit"), keep_from=version_of(2, "evaluate"))
-    assert store.versions(0) == [version_of(2, "fit"), version_of(3, "fit")]  # 99 is gone
+    store.save({0: state(1)}, version=version_of(1, 0))
+    store.save({0: state(2)}, version=version_of(2, 0), keep_from=version_of(1, 1))
+    store.save({0: state(99)}, version=version_of(3, 1), keep_from=version_of(2, 1))
+    assert value(store.load([0], before=version_of(3, 0))) == [2]
+    store.save({0: state(3)}, version=version_of(3, 0), keep_from=version_of(2, 1))
+    assert store.versions(0) == [version_of(2, 0), version_of(3, 0)]  # 99 is gone
     assert value(store.load([0])) == [3]
 
 
 def test_pruning_keeps_the_checkpointed_version_and_later_ones(tmp_path):
     store = DeviceStateStore(tmp_path, shard_size=2)
     for rnd in range(1, 6):
-        store.save({d: state(rnd) for d in range(3)}, version=version_of(rnd, "fit"),
-                   keep_from=version_of(rnd - 1, "evaluate"))
-    assert store.versions(0) == [version_of(4, "fit"), version_of(5, "fit")]
-    assert store.versions(1) == [version_of(4, "fit"), version_of(5, "fit")]
+        store.save({d: state(rnd) for d in range(3)}, version=version_of(rnd, 0),
+                   keep_from=version_of(rnd - 1, 1))
+    assert store.versions(0) == [version_of(4, 0), version_of(5, 0)]
+    assert store.versions(1) == [version_of(4, 0), version_of(5, 0)]
 
 
 def test_a_different_shard_size_reads_another_layout(tmp_path):

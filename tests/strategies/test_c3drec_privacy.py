@@ -1,5 +1,5 @@
-"""C3DRec privacy on the ACTUAL Flower messages (FitIns/FitRes/EvaluateIns/EvaluateRes of one
-round, carried by hand through a DeviceHost): clicks at or after T_device never leave a device.
+"""C3DRec privacy on the ACTUAL messages of one round, every phase (carried by the round driver
+through a DeviceHost): clicks at or after T_device never leave a device.
 
 * Everything the cloud sends (model download, candidate sets) is the same when every
   device's clicks after T_device are replaced (items permuted among those rows): the cloud
@@ -13,8 +13,6 @@ round, carried by hand through a DeviceHost): clicks at or after T_device never 
 """
 
 from __future__ import annotations
-
-import json
 
 import numpy as np
 import pytest
@@ -40,9 +38,9 @@ def runs(tmp_path_factory) -> dict:  # noqa: ANN001
 
 
 def same_message(a: list[np.ndarray], b: list[np.ndarray]) -> bool:
-    """Same arrays and same header, except the run's own state folder."""
+    """Same arrays and same header, except the run's own id."""
     (meta_a, sc_a), (meta_b, sc_b) = scopes(a), scopes(b)
-    meta_a.pop("state_dir"), meta_b.pop("state_dir")
+    meta_a.pop("run"), meta_b.pop("run")
     same = lambda x, y: x.dtype == y.dtype and np.array_equal(x, y)  # noqa: E731
     return meta_a == meta_b and sc_a.keys() == sc_b.keys() and all(
         sc_a[o].keys() == sc_b[o].keys() and all(same(sc_a[o][k], sc_b[o][k]) for k in sc_a[o])
@@ -108,18 +106,23 @@ def test_push_devices_upload_only_sparsified_user_embeddings(runs) -> None:  # n
 
 
 @pytest.mark.parametrize("mode", ["pull", "push"])
-def test_evaluation_messages_and_reports(runs, mode: str) -> None:  # noqa: ANN001
+def test_serve_and_evaluation_messages_and_reports(runs, mode: str) -> None:  # noqa: ANN001
     st, logic, r = runs[mode, "orig"]
-    for cid, nd in r["eval_ins"].items():
+    assert ("serve_ins" in r) == (mode == "push")       # push's second exchange is a phase
+    for cid, nd in r.get("serve_ins", {}).items():
         _, sc = scopes(nd)
         assert "*" not in sc                                              # no broadcast
         for dev, arrays in sc.items():
-            assert mode == "push" and set(arrays) == {"topk"} and arrays["topk"].dtype == np.int32
+            assert set(arrays) == {"topk"} and arrays["topk"].dtype == np.int32
             assert arrays["topk"].shape[1] == logic.c3.topk
             ids = arrays["topk"][arrays["topk"] >= 0]
             assert set(ids.tolist()) <= set(st.cands[int(dev)].tolist())
-        res = json.loads(r["eval_res"][cid]["devices"])
-        for rep in res.values():
+        assert scopes(r["serve_res"][cid])[1] == {}                       # nothing goes up
+    for cid, nd in r["evaluate_ins"].items():
+        assert scopes(nd)[1] == {}                        # the lists are on the devices already
+        meta, up = scopes(r["evaluate_res"][cid])
+        assert up == {}
+        for rep in meta["devices"].values():
             assert set(rep) == REPORT_KEYS and rep["n"] == 0
             assert all(k.startswith("test_") for k in rep["metrics"])
     assert 0.0 <= r["metrics"]["test_recall@20"] <= 1.0 and r["metrics"]["eval_devices"] > 0

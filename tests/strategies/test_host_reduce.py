@@ -115,13 +115,14 @@ def test_strategies_that_need_every_upload_ask_for_none(tmp_path):
 def test_host_sends_one_summed_scope_and_charges_each_device_its_own_upload(tmp_path):
     st, logic = make(FedMF, tmp_path / "s")
     spec = st.reduce_spec()
-    host = DeviceHost(logic, lambda d: dev.TIERS["pixel2"], seed=9, dropouts=False)
+    host = DeviceHost(logic, lambda d: dev.TIERS["pixel2"], seed=9, dropouts=False,
+                      state_root=tmp_path)
     g = st.fit_broadcast(1)
     meta = {"devices": [0, 1, 2, 3], "round": 1, "kind": FIT, "shard_size": 4,
-            "state_dir": str(tmp_path / "state"), "config": {}}
+            "run": "state", "config": {}}
     plain, _, _ = host.fit(pack(scoped(BROADCAST, g), meta), {})
     summed, n, _ = host.fit(pack(scoped(BROADCAST, g), {**meta, "reduce": spec,
-                                                         "state_dir": str(tmp_path / "s2")}), {})
+                                                         "run": "s2"}), {})
     (a, meta_a), (b, meta_b) = unpack(plain), unpack(summed)
     per_device, reduced = split_scopes(a), split_scopes(b)
     assert sorted(per_device) == ["0", "1", "2", "3"] and list(reduced) == [REDUCED]
