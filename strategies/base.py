@@ -51,6 +51,7 @@ from clients.device import EVALUATE, FIT, Arrays, DeviceLogic, DeviceReply
 from fedrec.config import RunConfig
 from fedrec.payload import pack
 from fedrec.results import RunRecorder
+from fedrec.views import FederatedView
 from strategies.aggregation import ReduceSpec, Totals, combine_partials
 from strategies.driver import FlowerTransport, NDArrays, Results
 from strategies.faults import (
@@ -109,7 +110,7 @@ class DeviceStrategy(Strategy):
 
     #: attributes that are wiring, not run state: never checkpointed
     transient: ClassVar[frozenset[str]] = frozenset(
-        {"cfg", "fed", "recorder", "offset", "_sent", "_reduce", "_legacy", "run_id"})
+        {"cfg", "cloud", "recorder", "offset", "_sent", "_reduce", "_legacy", "run_id"})
     #: attributes a protocol rebuilds deterministically in ``__init__`` (e.g. a model
     #: pre-trained before round 1): left out of the checkpoint, rebuilt on resume
     rebuilt: ClassVar[frozenset[str]] = frozenset()
@@ -122,13 +123,15 @@ class DeviceStrategy(Strategy):
     #: metric used for "best round" in the summary (device-averaged, validation split)
     select_metric: ClassVar[str] = "valid_ndcg@10"
 
-    def __init__(self, *, cfg: RunConfig, fed: Any, recorder: RunRecorder) -> None:
+    def __init__(self, *, cfg: RunConfig, fed: FederatedView, recorder: RunRecorder) -> None:
         super().__init__()
         self.cfg = cfg
-        self.fed = fed
+        #: what the cloud may read of the data (``fed.cloud()``); the devices' own data is
+        #: not kept here (tests/views/test_cloud_reads.py)
+        self.cloud: Any = fed.cloud()
         self.recorder = recorder
         self.run_id = recorder.run_id
-        self.n_devices: int = fed.n_devices
+        self.n_devices: int = self.cloud.n_devices
         self.shard = cfg.sim.devices_per_client
         self.expected_clients = -(-self.n_devices // self.shard)
         self.global_arrays: Arrays = self.init_global()
@@ -380,7 +383,10 @@ class DeviceStrategy(Strategy):
         rows = [{"device_id": d, **dict(t)} for d, t in sorted(self.totals.items())]
         self.recorder.write_devices(rows)
         self.recorder.write_model(self.global_arrays)
-        self.recorder.write_summary(self.log.summary(self.select_metric))
+        summary = self.log.summary(self.select_metric)
+        # which model the metrics score: "global", "personalised" or "stale" (fedrec.evaluation)
+        summary["scored_model"] = getattr(self.device_cls, "scored_model", None)
+        self.recorder.write_summary(summary)
 
     # ------------------------------------------------------------------ checkpoints
     def state_dict(self) -> dict[str, Any]:

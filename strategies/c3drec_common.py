@@ -74,9 +74,9 @@ class C3DRecBase(DeviceStrategy):
 
     def init_global(self) -> Arrays:
         """Train the global model and the candidate sets in the cloud; return the download."""
-        self.gm: GlobalModel = pretrain_global(self.fed.cloud_pre.all(), self.fed.n_items,
+        self.gm: GlobalModel = pretrain_global(self.cloud.cloud_pre.all(), self.cloud.n_items,
                                                self.c3, self.mode, self.cfg.train.seed)
-        self.cands = candidates(self.fed, self.c3)
+        self.cands = candidates(self.cloud, self.c3)
         payload = model_payload(self.gm, self.c3.encoding)
         payload["gamma"] = np.array([self.gm.gamma])
         payload["model_id"] = np.array([fingerprint(payload)], dtype=np.int64)
@@ -106,7 +106,7 @@ class C3DRecBase(DeviceStrategy):
             "item_embedding_sparsity": sparsity(item_table(g)),
             "model_bytes_wire": nbytes(payload), "model_bytes_by_encoding": sizes,
             "candidates_mean": float(np.mean([len(c) for c in self.cands])),
-            "n_devices": self.fed.n_devices, "n_items": self.fed.n_items,
-            "new_devices": int(self.fed.is_new.sum()),
-            "cloud_sessions": len(self.fed.cloud_pre), "cloud_events": self.fed.cloud_pre.n_events,
+            "n_devices": self.cloud.n_devices, "n_items": self.cloud.n_items,
+            "new_devices": int(self.cloud.is_new.sum()),
+            "cloud_sessions": len(self.cloud.cloud_pre), "cloud_events": self.cloud.cloud_pre.n_events,
         }

@@ -48,7 +48,7 @@ class SharedModelStrategy(DeviceStrategy):
 
     def init_global(self) -> Arrays:
         name = self.model_name()
-        model = build_model(name, n_users=1, n_items=self.fed.n_items, seed=self.cfg.train.seed,
+        model = build_model(name, n_users=1, n_items=self.cloud.n_items, seed=self.cfg.train.seed,
                             **model_kwargs(name, self.cfg.train.embedding_dim))
         return get_arrays(model, model.shared_parameter_names())
 

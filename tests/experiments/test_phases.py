@@ -59,8 +59,8 @@ class TwoPhase(DeviceStrategy):
                 Phase(RANK, evaluates=True))
 
     def init_global(self) -> dict[str, np.ndarray]:
-        self.counts = np.zeros((self.fed.n_items, 1))                         # float64 [I, 1]
-        return {"pop": np.zeros(self.fed.n_items, np.float32)}
+        self.counts = np.zeros((self.cloud.n_items, 1))                       # float64 [I, 1]
+        return {"pop": np.zeros(self.cloud.n_items, np.float32)}
 
     def aggregate(self, rnd, replies):  # noqa: ANN001, ANN201
         raise NotImplementedError("no fit phase")
@@ -74,7 +74,7 @@ class TwoPhase(DeviceStrategy):
         return {"pop": self.global_arrays["pop"]} if phase.name == RANK else {}
 
     def on_phase(self, phase: Phase, rnd: int, replies: list[DeviceReply]) -> dict[str, float]:
-        sums, _ = sparse_row_sums(self.fed.n_items, [get_sparse(r.upload, "counts") for r in replies])
+        sums, _ = sparse_row_sums(self.cloud.n_items, [get_sparse(r.upload, "counts") for r in replies])
         self.counts += sums
         return {"uploads": float(len(replies)),
                 "mean_times": float(np.mean([r.metrics["times"] for r in replies]))}

@@ -61,11 +61,11 @@ class FedPop(DeviceStrategy):
     device_cls = PopularityDevice
 
     def init_global(self) -> dict[str, np.ndarray]:
-        return {"counts": np.zeros((self.fed.n_items, 1), np.float32)}
+        return {"counts": np.zeros((self.cloud.n_items, 1), np.float32)}
 
     def aggregate(self, rnd: int, replies: list[DeviceReply]) -> dict[str, float]:
         rows = [get_sparse(r.upload, "counts") for r in replies]
-        sums, _ = sparse_row_sums(self.fed.n_items, rows)                     # [n_items, 1]
+        sums, _ = sparse_row_sums(self.cloud.n_items, rows)                   # [n_items, 1]
         self.global_arrays["counts"] = sums.astype(np.float32)
         return {"items_seen": float((sums > 0).sum())}
 # ---- end of the README how-to ----
