@@ -10,9 +10,9 @@ Usage::
     python -m experiments.c3drec costs --run-config ...
 
 C3DRec rows run the real protocol objects (``strategies.c3drec_pull/push`` and the device
-logic, messages as Flower would carry them but in a plain loop: same numbers as ``flwr run``,
-see tests/strategies/test_c3drec_e2e.py) and charge every device its costs with the engine's
-``clients.host.device_costs`` on a Pixel 2 (the paper's phone). Baselines run
+logic, messages as Flower would carry them but through the round driver in this process:
+same numbers as ``flwr run``, see tests/strategies/test_c3drec_e2e.py) and charge every
+device its costs with the engine's device host on a Pixel 2 (the paper's phone). Baselines run
 ``fedrec.c3drec.baselines`` on the same timeline. Scores are event-level (micro) Recall@20 /
 MRR@20 as in the paper, over each user's candidate set ("cand") and over all items ("all").
 Results: ``<out>/<dataset>/<experiment>.json`` + ``.md`` + ``.png``.
@@ -22,6 +22,8 @@ from __future__ import annotations
 
 import argparse
 import json
+import shutil
+import tempfile
 import time
 from dataclasses import replace
 from pathlib import Path
@@ -32,9 +34,8 @@ import torch
 
 from clients.c3drec_device import c3drec_options
 from clients.device import EVALUATE, FIT, DeviceReply
-from clients.host import device_costs
+from clients.host import DeviceHost
 from experiments.c3drec_plots import plot_bars, plot_sweep
-from experiments.plain_loop import run_devices
 from experiments.run import parse_sets, read_run_config
 from experiments.setup import effective_config, resolve
 from fedrec import devices as dev
@@ -42,6 +43,8 @@ from fedrec.c3drec import baselines as B
 from fedrec.c3drec.pipeline import candidates, pretrain_global
 from fedrec.payload import nbytes
 from fedrec.results import RunRecorder, atomic_write, dumps
+from strategies.driver import InProcessTransport, run_to_end
+from strategies.messages import read_reply
 
 PLAIN = {"c3drec-model-sparsity": 0.0, "c3drec-emb-sparsity": 0.0, "c3drec-gamma": 0.0,
          "c3drec-lasso": 0.0}
@@ -51,28 +54,40 @@ DEFAULT_VALUES = {"emb": [0.0, 0.5, 0.9, 0.99], "model": [0.0, 0.5, 0.8, 0.9, 0.
 
 # --------------------------------------------------------------------------- the protocol
 def run_protocol(flat: dict[str, Any], run_dir: Path) -> dict[str, Any]:
-    """All rounds of a C3DRec strategy in a plain loop; scores, costs and cloud facts."""
+    """All rounds of a C3DRec strategy through the round driver in this process (every device
+    on a Pixel 2); scores, costs and cloud facts from the devices' own replies."""
     cfg, cls = resolve(effective_config({}, {**flat, "simulate-dropouts": False}))
+    fed = cls.prepare_data(cfg)
     t0 = time.perf_counter()
-    st = cls(cfg=cfg, fed=cls.prepare_data(cfg), recorder=RunRecorder(run_dir))
+    recorder = RunRecorder(run_dir)
+    recorder.start({"flat": flat, "engine": "plain"})
+    st = cls(cfg=cfg, fed=fed, recorder=recorder)
     t_cloud = time.perf_counter() - t0
-    logic, states, seed = cls.device_cls(cfg, st.fed), {}, cfg.train.seed
-    pixel2, costs = dev.TIERS["pixel2"], []
-    for rnd in range(1, cfg.train.num_rounds + 1):
-        ids = st.select_fit_devices(rnd)
-        bcast, own = st.fit_broadcast(rnd), st.fit_own(rnd, ids)
-        fit = run_devices(logic, FIT, rnd, ids, bcast, own, seed, states,
-                          cfg.sim.devices_per_client)
-        for r in fit:
-            r.costs = device_costs(r, pixel2, nbytes(bcast) + nbytes(own.get(r.device_id, {})), FIT)
-        st.aggregate(rnd, [r for r in fit if r.status == "ok"])
-        costs += [r.costs for r in fit if r.num_examples > 0 or r.upload]
-        ids = st.select_eval_devices(rnd)
-        ev = run_devices(logic, EVALUATE, rnd, ids, st.eval_broadcast(rnd), st.eval_own(rnd, ids),
-                         seed, states, cfg.sim.devices_per_client)
+    root = tempfile.mkdtemp(prefix="fedrec-c3drec-state-")
+    host = DeviceHost(cls.device_cls(cfg, fed), lambda d: dev.TIERS["pixel2"], cfg.train.seed,
+                      dropouts=False, state_root=root)
+    transport = InProcessTransport([lambda nd: host.fit(nd, {})[0]] * st.expected_clients,
+                                   record=True)
+    try:
+        run_to_end(st, 1, cfg.train.num_rounds, transport)
+    finally:
+        shutil.rmtree(root, ignore_errors=True)
+    replies = replies_by_phase(transport.seen)
+    last = cfg.train.num_rounds
+    costs = [r.costs for (_, kind), reps in sorted(replies.items()) if kind == FIT
+             for r in reps if r.num_examples > 0 or r.upload]
+    fit, ev = replies[last, FIT], replies[last, EVALUATE]
     cloud = json.loads((run_dir / "c3drec_cloud.json").read_text())
     return {"scores": micro_of(ev), "costs": cost_summary(costs, cloud, fit),
             "cloud": cloud, "wall_s": {"cloud": t_cloud, "total": time.perf_counter() - t0}}
+
+
+def replies_by_phase(seen: list) -> dict[tuple[int, str], list[DeviceReply]]:
+    """(round, phase kind) -> every device's decoded reply, sorted by device id."""
+    out: dict[tuple[int, str], list[DeviceReply]] = {}
+    for rnd, kind, _, _, reply in seen:
+        out.setdefault((rnd, kind), []).extend(read_reply(reply)[0])
+    return {k: sorted(v, key=lambda r: r.device_id) for k, v in out.items()}
 
 
 def micro_of(replies: list[DeviceReply]) -> dict[str, float]:

@@ -29,6 +29,7 @@ from flwr.server.client_manager import ClientManager
 from flwr.server.history import History
 from flwr.server.server import fit_clients
 
+from fedrec.payload import unpack
 from strategies.faults import WorkerLost
 
 NDArrays = list[np.ndarray]
@@ -113,16 +114,23 @@ class FlowerTransport:
 
 
 class InProcessTransport:
-    """Hosts called in this process, one per client slot (the plain loop)."""
+    """Hosts called in this process, one per client slot (the plain loop). With ``record``,
+    every exchange is kept in ``seen`` as (round, phase kind, client id, message, reply)."""
 
-    def __init__(self, hosts: Sequence[Callable[[NDArrays], NDArrays]]) -> None:
+    def __init__(self, hosts: Sequence[Callable[[NDArrays], NDArrays]], record: bool = False) -> None:
         self.hosts = {str(i): h for i, h in enumerate(hosts)}
+        self.record = record
+        self.seen: list[tuple[int, str, str, NDArrays, NDArrays]] = []
 
     def slots(self) -> list[str]:
         return sorted(self.hosts, key=int)
 
     def exchange(self, rnd: int, messages: Sequence[tuple[str, NDArrays]]) -> tuple[Results, list]:
-        return [(cid, self.hosts[cid](nd)) for cid, nd in messages], []
+        replies = [(cid, self.hosts[cid](nd)) for cid, nd in messages]
+        if self.record:
+            for (cid, nd), (_, reply) in zip(messages, replies, strict=True):
+                self.seen.append((rnd, str(unpack(nd)[1]["kind"]), cid, nd, reply))
+        return replies, []
 
 
 class PhasedServer(Server):

@@ -17,7 +17,7 @@ from fedrec.data.schema import Dataset
 from fedrec.federated import load_for_run
 from fedrec.payload import split_scopes, unpack
 from fedrec.results import RunRecorder
-from strategies.driver import run_round
+from strategies.driver import InProcessTransport, run_round
 
 BASE = {"dataset": "synthetic", "synthetic-size": "tiny", "simulate-dropouts": False,
         "num-rounds": 1, "quiet": True, "devices-per-client": 8,
@@ -58,37 +58,19 @@ def shuffle_clicks(data: Dataset, lo: int, hi: int, seed: int = 0) -> Dataset:
     return Dataset(data.name, df, data.has_time, data.user_features, data.item_features)
 
 
-class Recording:
-    """An in-process transport (strategies.driver) that keeps every message and reply."""
-
-    def __init__(self, host: DeviceHost, n_clients: int) -> None:
-        self.host, self.n = host, n_clients
-        self.seen: list[tuple[str, str, list[np.ndarray], list[np.ndarray]]] = []
-
-    def slots(self) -> list[str]:
-        return [f"c{slot:02d}" for slot in range(self.n)]
-
-    def exchange(self, rnd: int, messages: list) -> tuple[list, list]:
-        out = []
-        for cid, nd in messages:
-            reply = self.host.fit(nd, {})[0]
-            self.seen.append((unpack(nd)[1]["kind"], cid, nd, reply))
-            out.append((cid, reply))
-        return out, []
-
-
 def one_round(cfg: Any, st: Any, logic: Any) -> dict[str, Any]:
     """Round 1 with real messages, every phase: per phase kind, the message and the reply
     arrays per client slot (``<kind>_ins`` / ``<kind>_res``); and the round's record."""
     st.recorder.start({})
     profiles = device_profiles(logic.fed.n_devices, cfg.sim.device_mix, cfg.train.seed)
     host = DeviceHost(logic, profiles.__getitem__, cfg.train.seed, dropouts=False)
-    transport = Recording(host, st.expected_clients)
+    transport = InProcessTransport([lambda nd: host.fit(nd, {})[0]] * st.expected_clients,
+                                   record=True)
     run_round(st, 1, transport)
     out: dict[str, Any] = {"fit_ins": {}, "fit_res": {}, "evaluate_ins": {}, "evaluate_res": {}}
-    for kind, cid, nd_in, nd_out in transport.seen:
-        out.setdefault(f"{kind}_ins", {})[cid] = nd_in
-        out.setdefault(f"{kind}_res", {})[cid] = nd_out
+    for _, kind, slot, nd_in, nd_out in transport.seen:
+        out.setdefault(f"{kind}_ins", {})[f"c{int(slot):02d}"] = nd_in
+        out.setdefault(f"{kind}_res", {})[f"c{int(slot):02d}"] = nd_out
     out["metrics"] = st.log.records[-1]
     return out
 
