@@ -275,7 +275,7 @@ def topk_items(scores: np.ndarray, k: int, exclude: sp.spmatrix | None = None) -
 
 
 # --------------------------------------------------------------------------- sampled negatives
-def _first_occurrence(draws: np.ndarray) -> np.ndarray:
+def first_occurrence(draws: np.ndarray) -> np.ndarray:
     """True where draws[r, j] does not appear earlier in row r. int [R, W] -> bool [R, W]."""
     order = np.argsort(draws, axis=1, kind="stable")  # equal values keep draw order
     srt = np.take_along_axis(draws, order, axis=1)
@@ -335,7 +335,7 @@ def sample_negatives(
             break
         draws = rng.integers(0, n_items, size=(todo.size, width))  # [R, W]
         rows = np.broadcast_to(todo[:, None], draws.shape)
-        valid = _first_occurrence(draws) & ~_member(rows, draws, pos)
+        valid = first_occurrence(draws) & ~_member(rows, draws, pos)
         keep = valid & (np.cumsum(valid, axis=1) <= n_neg)
         done = keep.sum(axis=1) == n_neg
         out[todo[done]] = draws[done][keep[done]].reshape(-1, n_neg)

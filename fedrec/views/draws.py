@@ -24,6 +24,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from fedrec.errors import ConfigError
+from fedrec.metrics import first_occurrence
 
 GOLDEN = np.uint64(0x9E3779B97F4A7C15)
 #: draw streams: independent hashes for each use of randomness
@@ -122,17 +123,6 @@ def _items_of(bits: np.ndarray, n_items: int, cdf: np.ndarray | None) -> np.ndar
         return (bits % np.uint64(n_items)).astype(np.int64)
     x = np.minimum(unit_floats(bits) * cdf[-1], np.nextafter(cdf[-1], 0.0))  # < total: no overrun
     return np.searchsorted(cdf, x, side="right").astype(np.int64)
-
-
-def first_occurrence(draws: np.ndarray) -> np.ndarray:
-    """True where draws[r, j] does not appear earlier in row r. int [R, W] -> bool [R, W]."""
-    order = np.argsort(draws, axis=1, kind="stable")
-    srt = np.take_along_axis(draws, order, axis=1)
-    first = np.ones_like(srt, dtype=bool)
-    first[:, 1:] = srt[:, 1:] != srt[:, :-1]
-    out = np.empty_like(first)
-    np.put_along_axis(out, order, first, axis=1)
-    return out
 
 
 def draw_excluding(keys: np.ndarray, owner: np.ndarray, count: int, touched: Touched,
