@@ -144,11 +144,13 @@ def train_cohort(model: RecModel, steps: CohortSteps, params: dict[str, torch.Te
     active = torch.from_numpy(steps.idx[:, :, 0] >= 0)                     # [U, S]
     last = torch.from_numpy(steps.last)                                    # [U, S]
     for s in range(S):
-        act = active[:, s].nonzero().squeeze(1)                            # [A]
-        if len(act) == U:
-            act, rows, sub = None, slice(None), params
-        else:                                  # the rest pad: train a copy of the active rows
-            rows, sub = act, {n: p[act].detach().requires_grad_(True) for n, p in params.items()}
+        found = active[:, s].nonzero().squeeze(1)                          # [A]
+        act: torch.Tensor | None = None        # None: every device is active
+        rows: slice | torch.Tensor = slice(None)
+        sub = params
+        if len(found) < U:                     # the rest pad: train a copy of the active rows
+            act = rows = found
+            sub = {n: p[found].detach().requires_grad_(True) for n, p in params.items()}
         mean_loss, sum_loss = step(sub, idx_all[rows, s], lab_all[rows, s])  # [A], [A]
         grads = torch.autograd.grad(mean_loss.sum(), [sub[n] for n in names])
         if adam is not None:

@@ -122,7 +122,7 @@ def train_cohort(inp: CohortInputs, item_emb: np.ndarray, item_bias: np.ndarray,
     lab_all = torch.from_numpy(inp.steps_lab[order])                       # [U, S, B]
     last = torch.from_numpy(inp.last_epoch[order])                         # [U, S]
     pad_row = torch.from_numpy(inp.owner_offsets[:-1][order])[:, None]     # [U, 1]
-    U, S, B = idx_all.shape
+    U, _S, B = idx_all.shape
     D = Q.shape[1]
     loss_sum = torch.zeros(U, dtype=torch.float64)
     for s, A in enumerate(n_active.tolist()):

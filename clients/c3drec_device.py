@@ -22,15 +22,14 @@ scalars leave the device, as the simulation's measurement.
 from __future__ import annotations
 
 from collections.abc import Callable
-
 from typing import ClassVar
 
 import numpy as np
 import torch
 
-from clients.device import Arrays, DeviceLogic, DeviceReply, DeviceTask
+from clients.device import DeviceLogic
 from fedrec.c3drec import costs
-from fedrec.c3drec.config import PREFIX, C3DRecConfig
+from fedrec.c3drec.config import C3DRecConfig
 from fedrec.c3drec.pipeline import (
     OUT,
     device_topk,
@@ -44,9 +43,10 @@ from fedrec.c3drec.pipeline import (
 from fedrec.c3drec.sparsify import decode_tensors, encode_tensors
 from fedrec.c3drec.timeline import DeviceTimeline
 from fedrec.c3drec.train import next_click_events
-from fedrec.config import parse_section
+from fedrec.config import protocol_options
 from fedrec.errors import ConfigError
 from fedrec.models.gru4rec import GRU4Rec
+from fedrec.protocol import Arrays, DeviceReply, DeviceTask
 
 UEMB = "uemb"        # push upload: the sparsified user embeddings [E, H]
 CAND = "cand"        # pull download: candidate item ids [C]
@@ -56,12 +56,10 @@ SERVE = "serve"      # push mode's phase that brings the cloud's top-K lists dow
 TOPK_ALL = "topk_all"
 
 
-def c3drec_options(cfg) -> C3DRecConfig:
-    """The ``c3drec-*`` section of a run config; the model must be GRU4Rec."""
-    if cfg.train.model not in ("", "gru4rec"):
-        raise ConfigError(f"c3drec trains GRU4Rec, not model={cfg.train.model!r}; "
-                          "drop the model key")
-    return parse_section(C3DRecConfig, cfg.raw_dict(), PREFIX)
+def require_gru4rec(model: str) -> None:
+    """The run's ``model`` key must name GRU4Rec (or be empty)."""
+    if model not in ("", "gru4rec"):
+        raise ConfigError(f"c3drec trains GRU4Rec, not model={model!r}; drop the model key")
 
 
 class C3DRecDevice(DeviceLogic):
@@ -77,7 +75,8 @@ class C3DRecDevice(DeviceLogic):
 
     def __init__(self, cfg, fed) -> None:
         super().__init__(cfg, fed)
-        self.c3 = c3drec_options(cfg)
+        require_gru4rec(cfg.train.model)
+        self.c3 = protocol_options(cfg, C3DRecConfig)
         self._model: GRU4Rec | None = None
         self._decoded: tuple[int, Arrays, dict[str, np.ndarray]] | None = None
 

@@ -14,13 +14,14 @@ from typing import ClassVar
 import numpy as np
 
 from clients.batched import cohort_steps, stack_params, train_cohort
-from clients.device import FIT, Arrays, DeviceLogic, DeviceReply, DeviceTask
+from clients.device import DeviceLogic
 from clients.trainer import LocalTrainConfig, local_examples, score_items, train_local
 from fedrec.errors import ConfigError
 from fedrec.models import build_model
 from fedrec.models.base import RecModel
 from fedrec.models.params import get_arrays, set_arrays
 from fedrec.payload import SparseRows, add_sparse
+from fedrec.protocol import FIT, Arrays, DeviceReply, DeviceTask
 
 
 def model_kwargs(name: str, dim: int) -> dict:

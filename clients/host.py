@@ -21,11 +21,12 @@ from typing import Any
 import numpy as np
 from flwr.client import NumPyClient
 
-from clients.device import END, FIT, DeviceLogic, DeviceReply, DeviceTask, device_rng
+from clients.device import DeviceLogic
 from clients.state import DeviceStateStore, default_state_root, round_start, version_of
 from fedrec import devices as dev
 from fedrec.payload import BROADCAST, REDUCED, nbytes, pack, scoped, split_scopes, unpack
-from strategies.aggregation import ReduceSpec, reduce_uploads
+from fedrec.protocol import END, FIT, DeviceReply, DeviceTask, device_rng
+from fedrec.reduce import ReduceSpec, reduce_uploads
 
 ProfileFn = Callable[[int], dev.DeviceProfile]
 
@@ -63,7 +64,8 @@ class DeviceHost(NumPyClient):
     def get_parameters(self, config: dict[str, Any]) -> list[np.ndarray]:
         return []  # the strategy owns the global model; devices never seed it
 
-    def fit(self, parameters, config):
+    def fit(self, parameters: list[np.ndarray], config: dict[str, Any]
+            ) -> tuple[list[np.ndarray], int, dict[str, Any]]:
         """Every phase of a protocol arrives here (``meta["kind"]`` names it)."""
         replies, spec = self._run(parameters)
         upload: dict[str, np.ndarray] = {}
@@ -77,7 +79,8 @@ class DeviceHost(NumPyClient):
         info = {str(r.device_id): reply_info(r) for r in replies}
         return pack(upload, {"devices": info}), sum(r.num_examples for r in replies), {}
 
-    def evaluate(self, parameters, config):
+    def evaluate(self, parameters: list[np.ndarray], config: dict[str, Any]
+                 ) -> tuple[float, int, dict[str, Any]]:
         """Flower's evaluate message (Flower's default Server): the reports as JSON."""
         replies, _ = self._run(parameters)
         info = {str(r.device_id): reply_info(r) for r in replies}

@@ -1,8 +1,8 @@
 """``LdpDevice``: local differential privacy as a wrapper around any protocol's device logic.
 
 After the wrapped logic's local training (its vectorised cohort path included), every
-upload is clipped and noised on the device (``clients.ldp.privatize_upload``) before it
-leaves: floating arrays get noise, SparseRows indices travel unchanged (see clients/ldp.py
+upload is clipped and noised on the device (``fedrec.ldp.privatize_upload``) before it
+leaves: floating arrays get noise, SparseRows indices travel unchanged (see fedrec/ldp.py
 for what that does and does not protect). Each device's budget per round comes from the
 configured epsilon mix (privacy heterogeneity, a function of seed and device id) and the
 reply reports what was spent (``ldp_*`` metrics), which the cloud's accountant composes
@@ -15,8 +15,9 @@ import dataclasses
 
 import numpy as np
 
-from clients.device import FIT, DeviceLogic, DeviceReply, DeviceTask
-from clients.ldp import EpsilonMix, LdpSpec, NoiseReport, device_epsilon, privatize_upload
+from clients.device import DeviceLogic
+from fedrec.ldp import EpsilonMix, LdpSpec, device_epsilon, privatize_upload, report_metrics
+from fedrec.protocol import FIT, DeviceReply, DeviceTask
 
 _NOISE_STREAM = 0x4C4E53  # "LNS": the noise draws, apart from the device's training RNG
 
@@ -24,12 +25,6 @@ _NOISE_STREAM = 0x4C4E53  # "LNS": the noise draws, apart from the device's trai
 def noise_rng(seed: int, rnd: int, device_id: int) -> np.random.Generator:
     """The LDP noise RNG of a device in a round: a function of (seed, round, device)."""
     return np.random.default_rng([seed, rnd, device_id, _NOISE_STREAM])
-
-
-def report_metrics(rep: NoiseReport) -> dict[str, float]:
-    """A NoiseReport as reply metrics (floats; ``ldp_gaussian`` 1.0 for Gaussian)."""
-    return {"ldp_epsilon": rep.epsilon, "ldp_delta": rep.delta, "ldp_scale": rep.scale,
-            "ldp_sensitivity": rep.sensitivity, "ldp_gaussian": float(rep.mechanism == "gaussian")}
 
 
 class LdpDevice(DeviceLogic):

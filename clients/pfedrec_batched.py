@@ -10,23 +10,20 @@ the loop). Mini-batch b (n_b rows), z_j = <q_{i_j}, w> + b:
                                     w' = w - lr * sum_j g_j q_{i_j};  b' = b - lr * sum_j g_j
   step 2 (item rows, lr_item):      z'_j = <q_{i_j}, w'> + b';  g'_j = (sigmoid(z'_j) - y_j) / n_b
                                     q_i -= lr_item * sum_{j: i_j = i} g'_j w'
+
+Pure functions of arrays; ``PFedRecDevice.fit_vectorised`` and ``score_many``
+(clients.pfedrec_device) feed them a cohort's tasks.
 """
 
 from __future__ import annotations
-
-from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 
-from clients.batched_mf import CohortInputs, build_inputs
-from clients.device import DeviceReply, DeviceTask
-from clients.trainer import local_examples
-from fedrec.payload import SparseRows, get_sparse
-
-if TYPE_CHECKING:
-    from clients.pfedrec_device import PFedRecDevice
+from clients.batched_mf import CohortInputs
+from fedrec.payload import get_sparse
+from fedrec.protocol import Arrays
 
 W, B = "score_fn.1.weight", "score_fn.1.bias"   # the score function Linear(D, 1)
 
@@ -82,29 +79,6 @@ def score_vector(state: dict[str, np.ndarray]) -> np.ndarray:
     return np.concatenate([state[W].reshape(-1), state[B].reshape(-1)]).astype(np.float32)
 
 
-def fit_cohort(device: PFedRecDevice, tasks: list[DeviceTask]) -> list[DeviceReply]:
-    """PFedRec local training of every task's device at once; same replies as ``device.fit``."""
-    t = device.train_cfg
-    epochs = []
-    for k in tasks:
-        rng, data = rng_copy(k.rng), device.fed.device(k.device_id)
-        epochs.append([local_examples(data, device.fed.n_items, t.num_negatives, rng)
-                       for _ in range(t.epochs)])
-    p0 = [score_vector(k.state or device.private_init(k.device_id)) for k in tasks]
-    inp = build_inputs(p0, epochs, t.batch_size)
-    emb = tasks[0].broadcast["item_emb.weight"]
-    P, Q, loss = train_cohort(inp, emb, t.lr, device.item_lr)
-    dim = emb.shape[1]
-    replies = []
-    for u, task in enumerate(tasks):
-        lo, hi = inp.owner_offsets[u], inp.owner_offsets[u + 1]
-        rows = SparseRows(inp.rows[lo:hi], Q[lo:hi] - emb[inp.rows[lo:hi]])
-        score = {W: P[u, :dim][None, :].copy(), B: P[u, dim:].copy()}
-        n_seen = sum(len(items) for items, _ in epochs[u])
-        replies.append(device.reply(task.device_id, score, rows, float(loss[u]), n_seen))
-    return replies
-
-
 def personal_candidates(emb: np.ndarray, state: dict[str, np.ndarray] | None, key: str,
                         cand: np.ndarray) -> np.ndarray:
     """Rows of ``cand`` [C] from the global table plus the device's own row changes. [C, D]"""
@@ -118,13 +92,11 @@ def personal_candidates(emb: np.ndarray, state: dict[str, np.ndarray] | None, ke
     return q
 
 
-def score_cohort(device: PFedRecDevice, tasks: list[DeviceTask], cand: np.ndarray, key: str
-                 ) -> np.ndarray:
-    """Each task's personalised scores of its candidates, cand int [U, C] -> float32 [U, C]:
-    <global row + own row change, w_u> + b_u (``device.score`` of every device at once)."""
-    emb = tasks[0].broadcast["item_emb.weight"]
-    states = [t.state or device.private_init(t.device_id) for t in tasks]
+def score_cohort(emb: np.ndarray, states: list[Arrays], cand: np.ndarray, key: str) -> np.ndarray:
+    """Each device's personalised scores of its candidates, cand int [U, C] -> float32 [U, C]:
+    <global row + own row change, w_u> + b_u. emb: the round's item table [I, D]; states: the
+    devices' private states (score function, own row changes under ``key``)."""
     p = np.stack([score_vector(s) for s in states])                         # [U, D+1]
-    q = np.stack([personal_candidates(emb, t.state, key, c)
-                  for t, c in zip(tasks, cand, strict=True)])                # [U, C, D]
+    q = np.stack([personal_candidates(emb, s, key, c)
+                  for s, c in zip(states, cand, strict=True)])               # [U, C, D]
     return np.einsum("ucd,ud->uc", q, p[:, :-1]) + p[:, -1:]                 # [U, C]

@@ -20,17 +20,18 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from clients.device import FIT, Arrays, DeviceReply, DeviceTask
+from clients.batched_mf import build_inputs
 from clients.embedding import EmbeddingDevice
-from clients.pfedrec_batched import fit_cohort, score_cohort
+from clients.pfedrec_batched import B, W, rng_copy, score_cohort, score_vector, train_cohort
 from clients.trainer import ZERO_USER, LocalTrainConfig, local_examples
-from fedrec.config import parse_section
+from fedrec.config import protocol_options
 from fedrec.errors import ConfigError
 from fedrec.federated import DeviceData
 from fedrec.models import build_model
 from fedrec.models.base import Batch, RecModel
 from fedrec.models.params import get_arrays
 from fedrec.payload import SparseRows, add_sparse, get_sparse
+from fedrec.protocol import FIT, Arrays, DeviceReply, DeviceTask
 
 PREFIX = "pfedrec-"
 ITEM_TABLE = "item_emb.weight"
@@ -40,7 +41,8 @@ PERSONAL = "personal." + ITEM_TABLE
 
 @dataclass(frozen=True)
 class PFedRecConfig:
-    """PFedRec options (run-config keys ``pfedrec-<field>``).
+    """PFedRec options (run-config keys ``pfedrec-<field>``, defaults in pyproject.toml;
+    ``cfg.protocol`` of a PFedRec run).
 
     lr_eta: item-embedding learning rate factor (the authors' ``lr_eta``, default 80).
     scale_by_items: multiply the item learning rate by the number of items (authors' code).
@@ -72,11 +74,12 @@ def alternating_step(model: RecModel, batch: Batch, lr: float, lr_item: float) -
     grads = torch.autograd.grad(model.loss(batch), score)
     with torch.no_grad():
         for p, g in zip(score, grads, strict=True):
-            p -= lr * g
+            p.sub_(lr * g)
     loss_i = model.loss(batch)
-    (g_item,) = torch.autograd.grad(loss_i, [model.item_emb.weight])   # [I, D], zero off-batch
+    table = model.get_parameter(ITEM_TABLE)                            # [I, D]
+    (g_item,) = torch.autograd.grad(loss_i, [table])                   # [I, D], zero off-batch
     with torch.no_grad():
-        model.item_emb.weight -= lr_item * g_item
+        table.sub_(lr_item * g_item)
     return loss_i.item()
 
 
@@ -113,7 +116,7 @@ class PFedRecDevice(EmbeddingDevice):
     def __init__(self, cfg, fed) -> None:
         require_pfedrec(cfg.train.model)
         super().__init__(cfg, fed)
-        self.pcfg = parse_section(PFedRecConfig, cfg.raw_dict(), PREFIX)
+        self.pcfg = protocol_options(cfg, PFedRecConfig)
         self.item_lr = item_lr(cfg.train.lr, fed.n_items, self.pcfg)
         fresh = build_model("pfedrec", n_users=1, n_items=1, seed=cfg.train.seed,
                             dim=cfg.train.embedding_dim)
@@ -154,13 +157,37 @@ class PFedRecDevice(EmbeddingDevice):
             rows = get_sparse(task.state, PERSONAL)
             idx, val = torch.from_numpy(rows.indices), torch.from_numpy(rows.values)
             with torch.no_grad():
-                self.model.item_emb.weight[idx] += val
+                self.model.get_parameter(ITEM_TABLE)[idx] += val
 
     def score_many(self, tasks: list[DeviceTask], items: np.ndarray | None = None) -> np.ndarray:
         """Candidate lists of a cohort in one computation (``pfedrec-vectorised``)."""
         if items is None or not self.pcfg.vectorised:
             return super().score_many(tasks, items)
-        return score_cohort(self, tasks, items, PERSONAL)
+        states = [t.state or self.private_init(t.device_id) for t in tasks]
+        return score_cohort(tasks[0].broadcast[ITEM_TABLE], states, items, PERSONAL)
+
+    def fit_vectorised(self, tasks: list[DeviceTask]) -> list[DeviceReply]:
+        """Local training of every task's device at once (clients.pfedrec_batched); the same
+        replies as ``fit`` of each device."""
+        t = self.train_cfg
+        epochs = []
+        for k in tasks:
+            rng, data = rng_copy(k.rng), self.fed.device(k.device_id)
+            epochs.append([local_examples(data, self.fed.n_items, t.num_negatives, rng)
+                           for _ in range(t.epochs)])
+        p0 = [score_vector(k.state or self.private_init(k.device_id)) for k in tasks]
+        inp = build_inputs(p0, epochs, t.batch_size)
+        emb = tasks[0].broadcast[ITEM_TABLE]
+        P, Q, loss = train_cohort(inp, emb, t.lr, self.item_lr)
+        dim = emb.shape[1]
+        replies = []
+        for u, task in enumerate(tasks):
+            lo, hi = inp.owner_offsets[u], inp.owner_offsets[u + 1]
+            rows = SparseRows(inp.rows[lo:hi], Q[lo:hi] - emb[inp.rows[lo:hi]])   # [T_u], [T_u, D]
+            score = {W: P[u, :dim][None, :].copy(), B: P[u, dim:].copy()}
+            n_seen = sum(len(items) for items, _ in epochs[u])
+            replies.append(self.reply(task.device_id, score, rows, float(loss[u]), n_seen))
+        return replies
 
     def train_flops(self, n_examples: int) -> float:
         """Two forward+backward passes per example over a D-wide row and a (D+1) score function."""
@@ -175,7 +202,7 @@ class PFedRecDevice(EmbeddingDevice):
         torch.set_num_threads(1)
         fits = [t for t in tasks if t.kind == FIT]
         evals = [t for t in tasks if t.kind != FIT]
-        done = {r.device_id: r for r in fit_cohort(self, fits)} if fits else {}
+        done = {r.device_id: r for r in self.fit_vectorised(fits)} if fits else {}
         if evals and self.fed.protocol == "sampled":
             done.update((r.device_id, r) for r in self.evaluate_many(evals))
         return [done[t.device_id] if t.device_id in done else self.evaluate(t) for t in tasks]

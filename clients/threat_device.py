@@ -16,9 +16,10 @@ from typing import Any, ClassVar
 from clients.attacks.device import AttackDevice
 from clients.attacks.kinds import make_attack
 from clients.attacks.population import PoisonedData
-from clients.device import DeviceLogic, DeviceReply, DeviceTask
-from clients.ldp import EpsilonMix, LdpSpec, parse_epsilon_mix
+from clients.device import DeviceLogic
 from clients.ldp_device import LdpDevice
+from fedrec.ldp import EpsilonMix, LdpSpec, parse_epsilon_mix
+from fedrec.protocol import DeviceReply, DeviceTask
 from fedrec.threat_config import LdpConfig, ThreatConfig
 
 

@@ -16,8 +16,8 @@ import time
 import numpy as np
 import torch
 
-from clients.device import EVALUATE, FIT, DeviceTask, device_rng
 from experiments.setup import effective_config, resolve
+from fedrec.protocol import EVALUATE, FIT, DeviceTask, device_rng
 from fedrec.results import RunRecorder
 
 

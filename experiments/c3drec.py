@@ -32,16 +32,17 @@ from typing import Any
 import numpy as np
 import torch
 
-from clients.c3drec_device import c3drec_options
-from clients.device import EVALUATE, FIT, DeviceReply
 from clients.host import DeviceHost
 from experiments.c3drec_plots import plot_bars, plot_sweep
 from experiments.run import parse_sets, read_run_config
 from experiments.setup import effective_config, resolve
 from fedrec import devices as dev
 from fedrec.c3drec import baselines as B
+from fedrec.c3drec.config import C3DRecConfig
 from fedrec.c3drec.pipeline import candidates, pretrain_global
+from fedrec.config import protocol_options
 from fedrec.payload import nbytes
+from fedrec.protocol import EVALUATE, FIT, DeviceReply
 from fedrec.results import RunRecorder, atomic_write, dumps
 from strategies.driver import InProcessTransport, run_to_end
 from strategies.messages import read_reply
@@ -110,7 +111,7 @@ def setup(base: dict[str, Any]) -> tuple[Any, Any, Any, list[np.ndarray]]:
     """(run config, timeline, C3DRec options, candidate sets) of the baselines' runs."""
     cfg, cls = resolve(effective_config({}, {**base, "strategy": "c3drec-pull"}))
     data = cls.prepare_data(cfg)
-    c3 = c3drec_options(cfg)
+    c3 = protocol_options(cfg, C3DRecConfig)
     return cfg, data, c3, candidates(data, c3)
 
 

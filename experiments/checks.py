@@ -20,7 +20,7 @@ from fedrec.config import RunConfig
 from fedrec.errors import ConfigError
 from fedrec.threat_config import SWITCHES, ThreatConfig
 from strategies.base import DeviceStrategy
-from strategies.registry import OPTION_OWNERS, shared_model_names
+from strategies.registry import OPTION_PREFIXES, shared_model_names
 from strategies.shared_model import SharedModelStrategy
 
 #: copies of the item tables held at once: the cloud (model, aggregate) and each Flower client
@@ -107,8 +107,8 @@ def ignored_options(cls: type[DeviceStrategy], flat: Mapping[str, Any],
                     given: Iterable[str]) -> list[str]:
     """Warning lines for given keys this run ignores: another strategy's options
     (``c3drec-*`` with fedmf) and threat options whose switch is ``none``."""
-    by_strategy = sorted(k for k in given for prefix, owner in OPTION_OWNERS.items()
-                         if k.startswith(prefix) and not issubclass(cls, owner))
+    by_strategy = sorted(k for k in given for prefix in OPTION_PREFIXES
+                         if k.startswith(prefix) and prefix != cls.prefix)
     lines = [_ignored(by_strategy, f"by strategy {flat.get('strategy')}")] if by_strategy else []
     for switch in SWITCHES:
         keys = sorted(k for k in given if k.startswith(f"{switch}-"))

@@ -17,15 +17,15 @@ import shutil
 import tempfile
 from typing import Any
 
-from clients.device import FIT, DeviceReply, DeviceTask, device_rng
 from clients.host import DeviceHost, Faults
 from experiments.setup import device_profiles, effective_config, resolve
+from fedrec.protocol import FIT, DeviceReply, DeviceTask, device_rng
 from fedrec.results import RunRecorder
 from strategies.driver import InProcessTransport, run_to_end
 from strategies.messages import route
 
 
-def run_devices(logic, kind: str, rnd: int, ids: list[int], broadcast, own, seed: int,  # noqa: ANN001
+def run_devices(logic, kind: str, rnd: int, ids: list[int], broadcast, own, seed: int,
                 states: dict, cohort: int) -> list[DeviceReply]:
     """Every device's reply for one phase, cohort by cohort, private state kept in ``states``."""
     replies: list[DeviceReply] = []

@@ -42,7 +42,8 @@ def effective_config(run_config: Mapping[str, Any], overrides: Mapping[str, Any]
 def _parsed(items: tuple[tuple[str, Any], ...]) -> tuple[RunConfig, type[DeviceStrategy]]:
     flat = dict(items)
     cls = resolve_strategy(str(flat.get("strategy", "fedmf")))
-    cfg = parse_run_config(flat, extra_keys=set(pyproject_defaults()))
+    cfg = parse_run_config(flat, extra_keys=set(pyproject_defaults()), options=cls.options,
+                           prefix=cls.prefix)
     if cfg.train.lr == 0:  # the strategy's own default step size
         cfg = dataclasses.replace(cfg, train=dataclasses.replace(cfg.train, lr=cls.default_lr))
     threat = parse_threat_config(flat)

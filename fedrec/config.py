@@ -3,8 +3,11 @@
 Flower passes ``context.run_config`` as a flat ``{"kebab-key": scalar}`` dict whose
 defaults live in ``pyproject.toml`` (``[tool.flwr.app.config]``). ``parse_run_config``
 turns it into a ``RunConfig``; each component then receives only its own section.
-Field ``local_epochs`` is read from key ``local-epochs``. Strategy-specific options use
-a prefix (``pfedrec-item-lr-scale``) and are parsed by ``parse_section``.
+Field ``local_epochs`` is read from key ``local-epochs``. A protocol's own options are a
+section of their own: a frozen dataclass read from keys with the protocol's prefix
+(``pfedrec-lr-eta``), parsed once with the rest (``parse_run_config(..., options, prefix)``;
+the strategy class names both) into ``RunConfig.protocol``, which both halves of the
+protocol read (``protocol_options``).
 """
 
 from __future__ import annotations
@@ -13,6 +16,7 @@ import dataclasses
 import difflib
 import types
 from collections.abc import Mapping
+from collections.abc import Set as AbstractSet
 from dataclasses import dataclass, field
 from typing import Any, TypeVar, get_type_hints
 
@@ -152,7 +156,7 @@ class SimConfig:
     eval_fraction: float = 1.0
     round_timeout_s: float = 0.0   # 0 = no timeout
     host_reduce: bool = True       # a cohort sends its devices' summed uploads when the
-                                   # strategy's rule needs only sums (see strategies.aggregation)
+                                   # strategy's rule needs only sums (see fedrec.reduce)
     fault_unavailable: float = 0.0  # injected: share of devices unavailable each round
     fault_crash: float = 0.0        # injected: share of devices that crash after training
     deadline_s: float = 0.0         # simulated seconds a device may take (compute + transfer);
@@ -190,6 +194,8 @@ class RunConfig:
     sim: SimConfig = field(default_factory=SimConfig)
     output: OutputConfig = field(default_factory=OutputConfig)
     raw: tuple[tuple[str, Any], ...] = ()   # the flat dict as given, for the run record
+    #: the protocol's own options section (a frozen dataclass), None when it has none
+    protocol: Any = None
 
     def raw_dict(self) -> dict[str, Any]:
         return dict(self.raw)
@@ -198,13 +204,18 @@ class RunConfig:
 SECTIONS: tuple[type, ...] = (DataConfig, TrainConfig, SimConfig, OutputConfig)
 
 
-def parse_run_config(run_config: Mapping[str, Any], extra_keys: set[str] = frozenset()) -> RunConfig:
+def parse_run_config(run_config: Mapping[str, Any], extra_keys: AbstractSet[str] = frozenset(),
+                     options: type | None = None, prefix: str = "") -> RunConfig:
     """Parse and validate the flat run-config. Unknown keys are a ConfigError.
 
-    ``seed`` is shared by the data and train sections. ``extra_keys`` are keys that
-    strategy-specific sections will read (e.g. ``pfedrec-*``).
+    ``seed`` is shared by the data and train sections. ``extra_keys`` are keys that other
+    sections read (e.g. ``attack``, or a family ``pfedrec-*``). ``options`` is the protocol's
+    options dataclass, read from the keys ``<prefix><field>`` into ``RunConfig.protocol``
+    (the strategy class's ``options`` and ``prefix``).
     """
-    known = {"strategy"} | extra_keys
+    known = {"strategy"} | set(extra_keys)
+    if options is not None:
+        known |= section_keys(options, prefix)
     for cls in SECTIONS:
         known |= section_keys(cls)
     unknown = sorted(k for k in run_config if k not in known and not _is_prefixed(k, extra_keys))
@@ -217,7 +228,18 @@ def parse_run_config(run_config: Mapping[str, Any], extra_keys: set[str] = froze
         sim=parse_section(SimConfig, run_config),
         output=parse_section(OutputConfig, run_config),
         raw=tuple(sorted(run_config.items())),
+        protocol=None if options is None else parse_section(options, run_config, prefix),
     )
+
+
+def protocol_options(cfg: RunConfig, cls: type[T]) -> T:
+    """``cfg.protocol``, which must be a ``cls`` (the protocol's options section)."""
+    if not isinstance(cfg.protocol, cls):
+        raise ConfigError(f"this protocol reads {cls.__name__} options, but the run config "
+                          f"holds {type(cfg.protocol).__name__}; parse it with the strategy's "
+                          "options (experiments.setup.resolve, or parse_run_config(..., "
+                          "options=, prefix=))")
+    return cfg.protocol
 
 
 def unknown_keys_message(unknown: list[str], known: set[str]) -> str:
@@ -228,5 +250,5 @@ def unknown_keys_message(unknown: list[str], known: set[str]) -> str:
     return f"unknown run-config key(s) {', '.join(unknown)}; {fix}"
 
 
-def _is_prefixed(key: str, extra_keys: set[str]) -> bool:
+def _is_prefixed(key: str, extra_keys: AbstractSet[str]) -> bool:
     return any(e.endswith("-*") and key.startswith(e[:-1]) for e in extra_keys)

@@ -164,7 +164,10 @@ def split_negatives(data: DeviceData, split: str) -> np.ndarray:
     theirs independently (``DeviceData.valid_negatives``, ``negatives``); a device made by
     hand without validation negatives uses the test ones."""
     valid = data.valid_negatives if split == "valid" else None
-    return data.negatives if valid is None else valid
+    negatives = data.negatives if valid is None else valid
+    if negatives is None:
+        raise ValueError(f"device {data.device_id} has no sampled negatives (full-ranking data)")
+    return negatives
 
 
 def held_out(data: DeviceData, split: str) -> int:

@@ -28,6 +28,7 @@ Protocols
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
+from typing import TypeAlias
 
 import numpy as np
 import scipy.sparse as sp
@@ -35,7 +36,7 @@ from scipy.stats import rankdata
 
 from fedrec.errors import ConfigError
 
-Relevant = sp.csr_matrix | Sequence[np.ndarray]
+Relevant: TypeAlias = "sp.csr_matrix | Sequence[np.ndarray]"
 
 
 # --------------------------------------------------------------------------- rank metrics
@@ -208,7 +209,7 @@ def exposure_ratio_at_k(
 def any_target_exposure(topk: np.ndarray, target_items: np.ndarray) -> np.ndarray:
     """Per user: 1.0 if the top-K list holds at least one target item. [U, K] -> [U]."""
     targets = np.asarray(target_items, dtype=np.int64).ravel()
-    return np.isin(np.asarray(topk), targets).any(axis=1).astype(np.float64)
+    return np.asarray(np.isin(np.asarray(topk), targets).any(axis=1)).astype(np.float64)
 
 
 # --------------------------------------------------------------------------- full ranking
@@ -320,7 +321,8 @@ def sample_negatives(
     int64 [U, n_neg]
         Candidates for the sampled protocol are ``[target, negatives...]`` (target in column 0).
     """
-    n_users = positives.shape[0] if sp.issparse(positives) else len(positives)
+    # scipy has no stubs, so issparse narrows nothing: a Sequence has no .shape to mypy
+    n_users = positives.shape[0] if sp.issparse(positives) else len(positives)  # type: ignore[union-attr]
     pos = as_csr(positives, n_users, n_items)
     free = n_items - np.diff(pos.indptr)
     if n_users and free.min() < n_neg:
@@ -349,12 +351,3 @@ def sampled_ranks(pos_scores: np.ndarray, neg_scores: np.ndarray) -> np.ndarray:
     """Pessimistic rank of the target among ``[target, negatives...]``. [U], [U, N] -> int [U]."""
     cand = np.column_stack([np.asarray(pos_scores), np.asarray(neg_scores)])  # [U, 1 + N]
     return ranks_from_scores(cand, 0)
-
-
-def __getattr__(name: str) -> object:
-    """Names that moved to ``fedrec.evaluation`` (imported lazily: it imports this module)."""
-    if name == "evaluate_full_ranking":
-        from fedrec import evaluation
-
-        return evaluation.evaluate_full_ranking
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -26,7 +26,7 @@ from flwr.common import ndarray_to_bytes
 from numpy.lib import format as npy_format
 
 BROADCAST = "*"
-REDUCED = "+"   # scope of a cohort's summed uploads (strategies.aggregation.reduce_uploads)
+REDUCED = "+"   # scope of a cohort's summed uploads (fedrec.reduce.reduce_uploads)
 HEADER_VERSION = 2
 
 

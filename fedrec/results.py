@@ -123,7 +123,8 @@ class RunRecorder:
     def write_model(self, arrays: dict[str, Any]) -> None:
         """The final global model as ``model.npz`` (numpy arrays by name)."""
         buf = io.BytesIO()
-        np.savez(buf, **{k: np.asarray(v) for k, v in arrays.items()})
+        # numpy's stub types **kwds as if one could be allow_pickle (a bool)
+        np.savez(buf, **{k: np.asarray(v) for k, v in arrays.items()})  # type: ignore[arg-type]
         atomic_write(self.dir / "model.npz", buf.getvalue())
 
     def write_summary(self, summary: dict[str, Any]) -> None:

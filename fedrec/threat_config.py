@@ -136,7 +136,7 @@ class ThreatConfig:
 
 def _section(cls: type, flat: Mapping[str, Any], switch: str, first: str) -> Any:
     """``cls`` from keys ``<switch>-<field>``; its first field ``first`` from key ``switch``."""
-    obj = parse_section(cls, {k: v for k, v in flat.items() if k != f"{switch}-{first}"},
+    obj: Any = parse_section(cls, {k: v for k, v in flat.items() if k != f"{switch}-{first}"},
                         prefix=f"{switch}-")
     return dataclasses.replace(obj, **{first: str(flat.get(switch, getattr(obj, first)))})
 

@@ -89,7 +89,7 @@ class PrivacyAccountant:
             book.unprotected = True
         elif mechanism == "laplace":
             book.laplace += epsilon
-        else:
+        elif noise_multiplier is not None:       # Gaussian (its multiplier is checked above)
             add = gaussian_rdp(np.asarray(self.alphas), noise_multiplier)
             book.rdp = add if book.rdp is None else book.rdp + add
         book.rounds.append({"round": int(rnd), "mechanism": mechanism, "epsilon": _json(epsilon),

@@ -47,12 +47,13 @@ from flwr.server.client_manager import ClientManager
 from flwr.server.client_proxy import ClientProxy
 from flwr.server.strategy import Strategy
 
-from clients.device import EVALUATE, FIT, Arrays, DeviceLogic, DeviceReply
+from clients.device import DeviceLogic
 from fedrec.config import RunConfig
 from fedrec.payload import pack
+from fedrec.protocol import EVALUATE, FIT, Arrays, DeviceReply
+from fedrec.reduce import ReduceSpec, Totals, combine_partials
 from fedrec.results import RunRecorder
 from fedrec.views import FederatedView
-from strategies.aggregation import ReduceSpec, Totals, combine_partials
 from strategies.driver import FlowerTransport, NDArrays, Results
 from strategies.faults import (
     client_failures,
@@ -61,8 +62,7 @@ from strategies.faults import (
     raise_if_eval_incomplete,
     raise_if_nobody_answered,
 )
-from strategies.messages import build_messages, decode_replies, read_reply
-from strategies.messages import route as route  # re-exported: routing lives with messages
+from strategies.messages import build_messages, decode_replies, read_reply, route
 from strategies.rounds import RoundLog, progress_line, summarise_eval
 
 INFO = 20
@@ -94,7 +94,7 @@ class Phase:
 
 def sample_devices(n_devices: int, fraction: float, seed: int, rnd: int) -> list[int]:
     """Seeded choice of max(1, round(fraction * n)) devices, sorted; depends on (seed, rnd) only."""
-    k = max(1, int(round(fraction * n_devices)))
+    k = max(1, round(fraction * n_devices))
     if k >= n_devices:
         return list(range(n_devices))
     rng = np.random.default_rng([seed, rnd, 7])
@@ -118,8 +118,14 @@ class DeviceStrategy(Strategy):
     name: ClassVar[str] = ""
     device_cls: ClassVar[type[DeviceLogic]]
     default_model: ClassVar[str] = "mf"
-    #: on-device learning rate used when the run-config says ``lr = 0`` (the default)
+    #: on-device learning rate used when the run-config says ``lr = 0`` (the default); the
+    #: one place a protocol's default step size is written
     default_lr: ClassVar[float] = 10.0
+    #: the protocol's options section: a frozen dataclass read from the run-config keys
+    #: ``<prefix><field>`` (defaults in pyproject.toml), parsed once into ``cfg.protocol``
+    #: (experiments.setup) for both halves; None: the protocol has no options of its own
+    options: ClassVar[type | None] = None
+    prefix: ClassVar[str] = ""
     #: metric used for "best round" in the summary (device-averaged, validation split)
     select_metric: ClassVar[str] = "valid_ndcg@10"
 
@@ -209,7 +215,7 @@ class DeviceStrategy(Strategy):
 
     def reduce_spec(self) -> ReduceSpec | None:
         """What a cohort may sum instead of sending every device's upload
-        (strategies.aggregation.reduce_uploads); None = the strategy needs every upload."""
+        (fedrec.reduce.reduce_uploads); None = the strategy needs every upload."""
         return None
 
     def aggregate_totals(self, rnd: int, totals: Totals) -> dict[str, float]:
@@ -362,7 +368,7 @@ class DeviceStrategy(Strategy):
         rnd = server_round + self.offset
         got = [(proxy.cid, pack({}, {"devices": json.loads(str(res.metrics["devices"]))}))
                for proxy, res in results]
-        phase = [p for p in self.round_phases(rnd) if p.evaluates][0]
+        phase = next(p for p in self.round_phases(rnd) if p.evaluates)
         metrics = self.phase_results(phase, rnd, got, failures)
         self.end_round(rnd)
         return None, metrics

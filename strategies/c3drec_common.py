@@ -20,9 +20,8 @@ from typing import Any, ClassVar
 
 import numpy as np
 
-from clients.c3drec_device import CAND, CAND_EMB, C3DRecDevice, c3drec_options
-from clients.device import Arrays
-from fedrec.c3drec.config import C3DRecConfig
+from clients.c3drec_device import CAND, CAND_EMB, C3DRecDevice, require_gru4rec
+from fedrec.c3drec.config import PREFIX, C3DRecConfig
 from fedrec.c3drec.pipeline import (
     GlobalModel,
     candidates,
@@ -32,9 +31,10 @@ from fedrec.c3drec.pipeline import (
 )
 from fedrec.c3drec.sparsify import KINDS, encode_tensors, raw_nbytes, sparsity
 from fedrec.c3drec.timeline import TimelineData, build_timeline
-from fedrec.config import DataConfig, RunConfig
+from fedrec.config import DataConfig, RunConfig, protocol_options
 from fedrec.federated import load_for_run
 from fedrec.payload import nbytes
+from fedrec.protocol import Arrays
 from fedrec.results import RunRecorder, atomic_write, dumps
 from strategies.base import DeviceStrategy
 
@@ -61,16 +61,22 @@ class C3DRecBase(DeviceStrategy):
     device_cls: ClassVar[type[C3DRecDevice]] = C3DRecDevice
     default_model = "gru4rec"
     select_metric = "test_recall@20"
+    options = C3DRecConfig
+    prefix = PREFIX
     #: pre-trained before round 1, deterministically: rebuilt on resume, not checkpointed
     rebuilt = frozenset({"gm", "cands", "global_arrays", "c3"})
 
     def __init__(self, *, cfg: RunConfig, fed: TimelineData, recorder: RunRecorder) -> None:
-        self.c3 = c3drec_options(cfg)
+        self.c3 = protocol_options(cfg, C3DRecConfig)
         super().__init__(cfg=cfg, fed=fed, recorder=recorder)
 
     @classmethod
+    def check(cls, cfg: RunConfig) -> None:
+        require_gru4rec(cfg.train.model)
+
+    @classmethod
     def prepare_data(cls, cfg: RunConfig) -> TimelineData:
-        return prepare_timeline(cfg.data, c3drec_options(cfg))
+        return prepare_timeline(cfg.data, protocol_options(cfg, C3DRecConfig))
 
     def init_global(self) -> Arrays:
         """Train the global model and the candidate sets in the cloud; return the download."""

@@ -10,9 +10,9 @@ Shared parts: ``strategies.c3drec_common``; device side: ``clients.c3drec_device
 from __future__ import annotations
 
 from clients.c3drec_device import C3DRecPullDevice
-from clients.device import Arrays, DeviceReply
 from fedrec.config import RunConfig
 from fedrec.errors import ConfigError, FedrecError
+from fedrec.protocol import Arrays, DeviceReply
 from fedrec.threat_config import parse_threat_config
 from strategies.c3drec_common import C3DRecBase
 
@@ -26,6 +26,7 @@ class C3DRecPull(C3DRecBase):
     def check(cls, cfg: RunConfig) -> None:
         """Local DP protects uploads; a pull device uploads nothing, so it would only be charged
         privacy budget."""
+        super().check(cfg)
         ldp = parse_threat_config(cfg.raw_dict()).ldp.mechanism
         if ldp != "none":
             raise ConfigError(f"ldp={ldp} protects device uploads, but c3drec-pull devices upload "

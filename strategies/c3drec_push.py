@@ -19,9 +19,9 @@ from __future__ import annotations
 import numpy as np
 
 from clients.c3drec_device import SERVE, TOPK, UEMB, C3DRecPushDevice
-from clients.device import EVALUATE, FIT, Arrays, DeviceReply
 from fedrec.c3drec.pipeline import cloud_topk
 from fedrec.c3drec.sparsify import decode_tensors
+from fedrec.protocol import EVALUATE, FIT, Arrays, DeviceReply
 from strategies.base import Phase
 from strategies.c3drec_common import C3DRecBase
 

@@ -24,10 +24,10 @@ import numpy as np
 import scipy.sparse as sp
 
 from clients.attacks.population import malicious_devices
-from clients.device import Arrays, DeviceReply
-from clients.ldp import upload_norm
 from fedrec.errors import ConfigError
+from fedrec.ldp import upload_norm
 from fedrec.payload import get_sparse
+from fedrec.protocol import Arrays, DeviceReply
 from fedrec.threat_config import DefenceConfig, ThreatConfig
 from strategies import robust
 from strategies.aggregation import apply_delta

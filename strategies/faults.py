@@ -12,8 +12,8 @@ from typing import Any
 
 import numpy as np
 
-from clients.device import Arrays, DeviceReply
 from fedrec.errors import FedrecError
+from fedrec.protocol import Arrays, DeviceReply
 
 #: substrings of Ray's messages when a worker process died (crash, kill, OOM killer)
 WORKER_DEATH = ("ActorDiedError", "RayActorError", "actor died", "worker died",

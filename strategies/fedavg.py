@@ -17,8 +17,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from clients.device import DeviceReply
 from clients.embedding import EmbeddingDevice
+from fedrec.protocol import DeviceReply
 from strategies.aggregation import apply_delta, weighted_mean
 from strategies.shared_model import SharedModelStrategy
 

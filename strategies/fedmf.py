@@ -15,11 +15,11 @@ from __future__ import annotations
 import numpy as np
 
 from clients.batched_mf import build_inputs, score_candidates, train_cohort
-from clients.device import EVALUATE, FIT, DeviceReply, DeviceTask
 from clients.embedding import EmbeddingDevice
 from clients.trainer import local_examples
 from fedrec.errors import ConfigError
 from fedrec.payload import SparseRows, add_sparse
+from fedrec.protocol import EVALUATE, FIT, DeviceReply, DeviceTask
 from strategies.aggregation import sparse_row_mean
 from strategies.shared_model import SharedModelStrategy
 

@@ -26,7 +26,7 @@ from dataclasses import dataclass
 
 from clients.embedding import EmbeddingDevice
 from clients.trainer import OPTIMIZERS
-from fedrec.config import parse_section
+from fedrec.config import protocol_options
 from fedrec.errors import ConfigError
 from strategies.aggregation import sparse_row_mean
 from strategies.shared_model import SharedModelStrategy
@@ -42,7 +42,8 @@ def require_ncf(model: str) -> str:
 
 @dataclass(frozen=True)
 class FedNCFConfig:
-    """FedNCF options (run-config keys ``fedncf-<field>``).
+    """FedNCF options (run-config keys ``fedncf-<field>``, defaults in pyproject.toml;
+    ``cfg.protocol`` of a FedNCF run).
 
     item_lr_scale: the item tables' learning rate is ``lr * item_lr_scale``.
     user_lr_scale: the private user embeddings' learning rate is ``lr * user_lr_scale``.
@@ -71,7 +72,7 @@ class FedNCFDevice(EmbeddingDevice):
     def __init__(self, cfg, fed) -> None:
         require_ncf(cfg.train.model)
         super().__init__(cfg, fed)
-        opts = parse_section(FedNCFConfig, cfg.raw_dict(), "fedncf-")
+        opts = protocol_options(cfg, FedNCFConfig)
         self.item_lr = cfg.train.lr * opts.item_lr_scale
         self.user_lr = cfg.train.lr * opts.user_lr_scale
         self._optimizer = opts.optimizer
@@ -92,6 +93,8 @@ class FedNCF(SharedModelStrategy):
     device_cls = FedNCFDevice
     default_model = "ncf"
     default_lr = 1.0   # the layers' step; item tables: lr * fedncf-item-lr-scale
+    options = FedNCFConfig
+    prefix = "fedncf-"
     row_rule = staticmethod(sparse_row_mean)
 
     def model_name(self) -> str:

@@ -14,8 +14,8 @@ from typing import Any
 
 import numpy as np
 
-from clients.device import Arrays, DeviceReply
 from fedrec.payload import BROADCAST, REDUCED, pack, scoped, split_scopes, unpack
+from fedrec.protocol import Arrays, DeviceReply
 
 NDArrays = list[np.ndarray]
 

@@ -19,9 +19,9 @@ from __future__ import annotations
 
 from typing import Any
 
-from clients.device import Arrays
-from clients.pfedrec_device import PFedRecDevice, require_pfedrec
+from clients.pfedrec_device import PREFIX, PFedRecConfig, PFedRecDevice, require_pfedrec
 from fedrec.config import RunConfig
+from fedrec.protocol import Arrays
 from fedrec.results import RunRecorder
 from strategies.aggregation import sparse_client_mean
 from strategies.shared_model import SharedModelStrategy
@@ -34,6 +34,8 @@ class PFedRec(SharedModelStrategy):
     device_cls = PFedRecDevice
     default_model = "pfedrec"
     default_lr = 0.1  # the authors' lr; item-table lr = lr * pfedrec-lr-eta * n_items
+    options = PFedRecConfig
+    prefix = PREFIX
     row_rule = staticmethod(sparse_client_mean)
 
     def __init__(self, *, cfg: RunConfig, fed: Any, recorder: RunRecorder) -> None:

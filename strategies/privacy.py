@@ -1,9 +1,9 @@
 """``PrivacyLedger``: the cloud side of local DP, as a mixin composed onto any strategy.
 
 Devices wrapped in ``clients.ldp_device.LdpDevice`` report what they spent in each fit
-reply (``ldp_epsilon``, ``ldp_delta``, ``ldp_scale``, ``ldp_sensitivity``,
-``ldp_gaussian``); the ledger feeds them to ``strategies.accountant.PrivacyAccountant``
-(basic composition for Laplace, RDP for Gaussian), adds the round's worst total to the
+reply (a ``fedrec.ldp.NoiseReport`` as metrics, ``fedrec.ldp.report_metrics``); the ledger
+feeds them to ``strategies.accountant.PrivacyAccountant`` (basic composition for Laplace,
+RDP for Gaussian), adds the round's worst total to the
 round record and writes ``privacy.json`` (per device: per-round spending and totals) to the
 run directory at the end. The protocol's aggregation is untouched.
 """
@@ -13,7 +13,8 @@ from __future__ import annotations
 import math
 from typing import Any, ClassVar
 
-from clients.device import DeviceReply
+from fedrec.ldp import report_from_metrics
+from fedrec.protocol import DeviceReply
 from fedrec.results import atomic_write, dumps
 from fedrec.threat_config import ThreatConfig
 from strategies.accountant import PrivacyAccountant
@@ -25,14 +26,13 @@ def record_replies(acc: PrivacyAccountant, rnd: int, replies: list[DeviceReply])
     """Feed every reply that reports LDP spending to the accountant; returns how many did."""
     n = 0
     for r in replies:
-        m = r.metrics
-        if "ldp_epsilon" not in m:
+        rep = report_from_metrics(r.metrics)
+        if rep is None:
             continue
-        gaussian = m.get("ldp_gaussian", 0.0) == 1.0
-        sens = m.get("ldp_sensitivity", 0.0)
-        acc.record(rnd, r.device_id, "gaussian" if gaussian else "laplace", float(m["ldp_epsilon"]),
-                   delta=float(m.get("ldp_delta", 0.0)),
-                   noise_multiplier=m["ldp_scale"] / sens if gaussian and sens > 0 else None)
+        gaussian = rep.mechanism == "gaussian"
+        acc.record(rnd, r.device_id, rep.mechanism, rep.epsilon, delta=rep.delta,
+                   noise_multiplier=rep.scale / rep.sensitivity
+                   if gaussian and rep.sensitivity > 0 else None)
         n += 1
     return n
 

@@ -10,7 +10,6 @@ import importlib
 
 from fedrec.errors import ConfigError
 from strategies.base import DeviceStrategy
-from strategies.c3drec_common import C3DRecBase
 from strategies.c3drec_pull import C3DRecPull
 from strategies.c3drec_push import C3DRecPush
 from strategies.fedavg import FedAvg
@@ -28,12 +27,8 @@ STRATEGIES: dict[str, type[DeviceStrategy]] = {
     "pfedrec": PFedRec,
 }
 
-#: option prefix -> the strategy class (and its subclasses) that reads those keys
-OPTION_OWNERS: dict[str, type[DeviceStrategy]] = {
-    "c3drec-": C3DRecBase,
-    "fedncf-": FedNCF,
-    "pfedrec-": PFedRec,
-}
+#: the registered protocols' option prefixes (``c3drec-``, ...): a strategy reads only its own
+OPTION_PREFIXES: tuple[str, ...] = tuple(sorted({c.prefix for c in STRATEGIES.values() if c.prefix}))
 
 
 def shared_model_names() -> list[str]:

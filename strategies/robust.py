@@ -27,10 +27,11 @@ from flwr.server.strategy.aggregate import (
     aggregate_trimmed_avg,
 )
 
-from clients.ldp import clip_rows_l2
 from fedrec.errors import ConfigError
+from fedrec.ldp import clip_rows_l2
 from fedrec.payload import SparseRows
-from strategies.aggregation import has_repeats, sparse_row_mean, sparse_row_sums, weighted_mean
+from fedrec.reduce import has_repeats, sparse_row_sums
+from strategies.aggregation import sparse_row_mean, weighted_mean
 
 Info = dict[str, object]
 

@@ -11,7 +11,7 @@ from typing import Any
 
 import numpy as np
 
-from clients.device import DeviceReply
+from fedrec.protocol import DeviceReply
 
 
 def mean_metrics(replies: list[DeviceReply]) -> dict[str, float]:

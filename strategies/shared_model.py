@@ -12,15 +12,14 @@ from typing import ClassVar
 
 import numpy as np
 
-from clients.device import Arrays, DeviceReply
 from clients.embedding import EmbeddingDevice, model_kwargs
 from fedrec.models import build_model
 from fedrec.models.params import get_arrays
 from fedrec.payload import SparseRows, get_sparse
+from fedrec.protocol import Arrays, DeviceReply
+from fedrec.reduce import ReduceSpec, Totals
 from strategies.aggregation import (
-    ReduceSpec,
     SumsRule,
-    Totals,
     apply_delta,
     client_mean_of_sums,
     row_mean_of_sums,
@@ -41,7 +40,9 @@ class SharedModelStrategy(DeviceStrategy):
     """A cloud model whose shared parameters are updated from device deltas."""
 
     device_cls: ClassVar[type[EmbeddingDevice]] = EmbeddingDevice
-    row_rule: ClassVar[RowRule] = staticmethod(sparse_row_mean)
+    #: the rule for sparse tables (a staticmethod, so ``self.row_rule`` binds no self)
+    row_rule: ClassVar[staticmethod[[int, list[SparseRows]], np.ndarray]] = staticmethod(
+        sparse_row_mean)
 
     def model_name(self) -> str:
         return self.cfg.train.model or self.device_cls.model_name

@@ -7,9 +7,7 @@ from dataclasses import dataclass
 
 import pytest
 
-from experiments.setup import pyproject_defaults
 from fedrec.config import (
-    SECTIONS,
     DataConfig,
     OutputConfig,
     RunConfig,
@@ -26,16 +24,6 @@ def test_empty_config_gives_the_dataclass_defaults():
     cfg = parse_run_config({})
     assert cfg == RunConfig() and cfg.strategy == "fedmf" and cfg.raw == ()
     assert cfg.train.num_rounds == 20 and cfg.sim.devices_per_client == 64
-
-
-def test_every_field_has_a_pyproject_default_equal_to_the_dataclass_default():
-    # flwr rejects keys without a default, and run_simulation passes no run_config at all:
-    # both paths must see the same values.
-    defaults = pyproject_defaults()
-    fields = {"strategy"}.union(*(section_keys(cls) for cls in SECTIONS))
-    assert fields <= set(defaults)
-    parsed = parse_run_config(defaults, extra_keys=set(defaults))
-    assert dataclasses.replace(parsed, raw=()) == RunConfig()
 
 
 def test_kebab_keys_map_to_fields_and_seed_feeds_data_and_train():
@@ -64,7 +52,7 @@ def test_values_are_coerced_to_the_field_type(key, given, want):
 
 @pytest.mark.parametrize(("key", "given", "message"), [
     ("num-rounds", 2.5, ("run-config 'num-rounds' = 2.5 is not a valid int; "
-                        "pass e.g. --set num-rounds=<int>")),
+                         "pass e.g. --set num-rounds=<int>")),
     ("num-rounds", "many", "run-config 'num-rounds' = 'many' is not a valid int"),
     ("lr", "fast", "run-config 'lr' = 'fast' is not a valid float; pass e.g. --set lr=<float>"),
     ("quiet", "yes", "run-config 'quiet' = 'yes' is not a valid bool"),
@@ -112,12 +100,12 @@ def test_extra_keys_and_prefixed_families_are_accepted():
     ({"dataset": ""}, "dataset is empty; pass --set dataset=<a preset such as synthetic"),
     ({"dataset": "  "}, "dataset is empty"),
     ({"round-timeout-s": -0.5}, "round-timeout-s must be >= 0 seconds (0 = no timeout)"),
-    ({"device-mix": "pixel9:1"}, "device-mix: unknown device tier 'pixel9' in 'pixel9:1'; "
-                                 "valid tiers: highend, iphone8plus, lowend, pixel2"),
-    ({"device-mix": "pixel2:0"}, "device-mix: weight of tier 'pixel2' must be a positive number, "
-                                 "got 0; write e.g. pixel2:1 (valid tiers: highend, "),
-    ({"run-name": "../x"}, "run-name = '../x' must be a folder name inside output-dir (no '/', "
-                           "'\\' or '..'); pass e.g. --set run-name=my-run"),
+    ({"device-mix": "pixel9:1"}, ("device-mix: unknown device tier 'pixel9' in 'pixel9:1'; "
+                                  "valid tiers: highend, iphone8plus, lowend, pixel2")),
+    ({"device-mix": "pixel2:0"}, ("device-mix: weight of tier 'pixel2' must be a positive number, "
+                                  "got 0; write e.g. pixel2:1 (valid tiers: highend, ")),
+    ({"run-name": "../x"}, ("run-name = '../x' must be a folder name inside output-dir (no '/', "
+                            "'\\' or '..'); pass e.g. --set run-name=my-run")),
     ({"run-name": "/abs/x"}, "run-name = '/abs/x' must be a folder name inside output-dir"),
     ({"run-name": ".."}, "run-name = '..' must be a folder name inside output-dir"),
     ({"run-name": "a\\b"}, "run-name = 'a\\\\b' must be a folder name inside output-dir"),
@@ -151,3 +139,16 @@ def test_sections_are_frozen():
         assert isinstance(section, (DataConfig, TrainConfig, SimConfig, OutputConfig))
         with pytest.raises(dataclasses.FrozenInstanceError):
             section.seed = 1  # type: ignore[misc]
+
+
+def test_a_protocols_options_are_parsed_into_cfg_protocol() -> None:
+    from clients.pfedrec_device import PFedRecConfig
+
+    cfg = parse_run_config({"pfedrec-lr-eta": "3", "lr": 0.5}, options=PFedRecConfig,
+                           prefix="pfedrec-")
+    assert cfg.protocol == PFedRecConfig(lr_eta=3.0) and cfg.train.lr == 0.5
+    assert parse_run_config({}).protocol is None
+    with pytest.raises(ConfigError, match="pfedrec-lr-etta"):
+        parse_run_config({"pfedrec-lr-etta": 3}, options=PFedRecConfig, prefix="pfedrec-")
+    with pytest.raises(ConfigError, match="pfedrec-lr-eta must be > 0"):
+        parse_run_config({"pfedrec-lr-eta": 0}, options=PFedRecConfig, prefix="pfedrec-")

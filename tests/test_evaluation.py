@@ -50,12 +50,6 @@ def test_full_ranking_recall_over_several_held_out_items() -> None:
     np.testing.assert_allclose(out["Recall@3"], [2 / 3])      # top-3 = {0, 1, 2}
 
 
-def test_evaluate_full_ranking_moved_but_still_reachable_from_metrics() -> None:
-    assert metrics.evaluate_full_ranking is ev.evaluate_full_ranking
-    with pytest.raises(AttributeError):
-        metrics.no_such_metric  # noqa: B018
-
-
 def test_ranks_from_topk_first_position_and_absent_never_hits() -> None:
     top = np.array([[4, 7, 7, -1], [1, 2, 3, 4], [9, 9, 9, 9]])
     ranks = ev.ranks_from_topk(top, np.array([7, 5, 9]))

@@ -10,6 +10,7 @@ import scipy.sparse as sp
 
 from fedrec import metrics as m
 from fedrec.errors import ConfigError
+from fedrec.evaluation import evaluate_full_ranking
 
 
 # --------------------------------------------------------------------------- rank metrics
@@ -127,7 +128,7 @@ def test_evaluate_full_ranking_matches_loop_and_chunking(chunk):
     train = [rng.choice(n_items, size=rng.integers(0, 10), replace=False) for _ in range(n_users)]
     targets = rng.integers(0, n_items, n_users)
     ex = m.as_csr(train, n_users, n_items)
-    got = m.evaluate_full_ranking(lambda us: scores[us], np.arange(n_users), targets, ex,
+    got = evaluate_full_ranking(lambda us: scores[us], np.arange(n_users), targets, ex,
                                   ks=(5, 10), chunk=chunk)
     want = _loop_reference(scores, targets, train, (5, 10))
     assert got.pop("n_users") == n_users
@@ -137,7 +138,7 @@ def test_evaluate_full_ranking_matches_loop_and_chunking(chunk):
 def test_evaluate_full_ranking_with_held_out_sets():
     scores = np.array([[0.9, 0.8, 0.1, 0.0], [0.0, 0.1, 0.2, 0.3]])
     rel = [np.array([0, 2]), np.array([3])]
-    got = m.evaluate_full_ranking(lambda us: scores[us], np.array([0, 1]), np.array([0, 3]),
+    got = evaluate_full_ranking(lambda us: scores[us], np.array([0, 1]), np.array([0, 3]),
                                   None, ks=(1, 2), relevant=rel)
     assert got["Recall@1"] == pytest.approx((0.5 + 1.0) / 2)
     assert got["HR@1"] == 1.0

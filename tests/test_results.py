@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import csv
 import json
-import os
 import math
+import os
 
 import numpy as np
 
-from clients.device import DeviceReply
+from fedrec.protocol import DeviceReply
 from fedrec.results import RunRecorder, atomic_write, dumps, read_rounds, read_summary
 from strategies.rounds import RoundLog, fit_costs, mean_metrics, progress_line, summarise_eval
 

@@ -20,8 +20,9 @@ from __future__ import annotations
 import numpy as np
 
 from clients.attacks.kinds import Attack
-from clients.device import FIT, DeviceLogic, DeviceReply, DeviceTask
+from clients.device import DeviceLogic
 from fedrec.evaluation import exposure_at_k
+from fedrec.protocol import FIT, DeviceReply, DeviceTask
 
 
 class AttackDevice(DeviceLogic):

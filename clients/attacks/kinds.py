@@ -25,8 +25,8 @@ import numpy as np
 
 from clients.attacks import crafting as cr
 from clients.attacks import population as pop
-from clients.device import DeviceTask
 from fedrec.federated import DeviceData
+from fedrec.protocol import DeviceTask
 from fedrec.threat_config import AttackConfig
 
 Arrays = dict[str, np.ndarray]

@@ -84,6 +84,12 @@ def candidate_sets(
     """
     x = sp.csr_matrix(x)
     n_users, n_items = x.shape
+    count = 0                                                        # top-proportion size
+    if threshold is None:
+        if proportion is None:
+            raise ConfigError("candidate sets need a proportion or a threshold; set "
+                              "c3drec-candidate-proportion or c3drec-candidate-threshold")
+        count = candidate_count(n_items, proportion)
     popularity = np.asarray(x.sum(axis=0)).ravel()                   # [M] purchases per item
     ids = np.arange(n_items)
     out: list[np.ndarray] = []
@@ -94,5 +100,5 @@ def candidate_sets(
             if threshold is not None:
                 out.append(order[row[order] > threshold].astype(np.int64))
             else:
-                out.append(order[:candidate_count(n_items, proportion)].astype(np.int64))
+                out.append(order[:count].astype(np.int64))
     return out

@@ -101,7 +101,9 @@ def pieces(sessions: Sequence[np.ndarray], max_len: int) -> list[np.ndarray]:
 
 def pack(lengths: np.ndarray, batch_events: int, order: np.ndarray) -> list[np.ndarray]:
     """Group piece indices (in ``order``) into batches of <= batch_events targets (len - 1)."""
-    batches, cur, n = [], [], 0
+    batches: list[np.ndarray] = []
+    cur: list[int] = []
+    n = 0
     for i in order:
         t = int(lengths[i]) - 1
         if cur and n + t > batch_events:

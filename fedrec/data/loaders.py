@@ -133,8 +133,10 @@ class ColumnMap:
 
 
 def _kind(role: str) -> str | frozenset:
-    return {"user": "id", "item": "id", "category": "id", "ts": "float", "rating": "float",
-            "behavior": frozenset(BEHAVIOR_ALIASES)}[role]
+    kinds: dict[str, str | frozenset] = {
+        "user": "id", "item": "id", "category": "id", "ts": "float", "rating": "float",
+        "behavior": frozenset(BEHAVIOR_ALIASES)}
+    return kinds[role]
 
 
 def _header_fields(path: Path, columns: ColumnMap) -> list[str]:

@@ -26,7 +26,7 @@ import gzip
 import zlib
 from collections.abc import Iterator, Mapping
 from pathlib import Path
-from typing import IO
+from typing import IO, Any
 
 import numpy as np
 import pandas as pd
@@ -224,8 +224,8 @@ def read_fields(
     """
     if quoted and len(sep) != 1:
         raise DataError(f"{path}: quoted fields need a one-character separator, got {sep!r}")
-    options = {"sep": sep, "n_fields": n_fields, "kinds": kinds, "header": header,
-               "encoding": encoding, "quoted": quoted}
+    options: dict[str, Any] = {"sep": sep, "n_fields": n_fields, "kinds": kinds,
+                               "header": header, "encoding": encoding, "quoted": quoted}
     with reading(path):
         frame = _fast_read(path, **options)
         if frame is None:

@@ -234,9 +234,9 @@ def load_dataset(
     DataError: unknown name (lists the presets), missing files (names them), malformed lines.
     """
     preset = PRESETS.get(name_or_path)
-    if preset is not None and preset.folder is None:
-        return preset.load(name=preset.name)
     if preset is not None:
+        if preset.folder is None:
+            return preset.load(name=preset.name)
         folder = resolve_data_root(data_root) / preset.folder
         return _load_preset(preset, folder, cache_dir, use_cache)
     path = Path(name_or_path).expanduser()

@@ -217,8 +217,8 @@ def leave_one_out(df: pd.DataFrame) -> Split:
     test = evaluated & (from_end == 0)
     valid = evaluated & (from_end == 1)
     train = ~(test | valid)
-    parts = [data.loc[m].reset_index(drop=True) for m in (train, valid, test)]
-    return Split(*parts, n_users=len(user_map), n_items=len(item_map),
+    tr, va, te = (data.loc[m].reset_index(drop=True) for m in (train, valid, test))
+    return Split(tr, va, te, n_users=len(user_map), n_items=len(item_map),
                  user_map=user_map, item_map=item_map)
 
 

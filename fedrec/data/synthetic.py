@@ -55,6 +55,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, fields, replace
 from types import MappingProxyType
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -155,7 +156,7 @@ SIZES: MappingProxyType[str, SyntheticConfig] = MappingProxyType({
 })
 
 
-def preset(name: str, **overrides: object) -> SyntheticConfig:
+def preset(name: str, **overrides: Any) -> SyntheticConfig:
     """Return ``SIZES[name]`` with ``overrides`` applied (e.g. ``seed=3``), validated."""
     if name not in SIZES:
         raise ConfigError(f"unknown synthetic size {name!r}; valid sizes: {', '.join(SIZES)}")

@@ -108,6 +108,14 @@ def mlp(sizes: tuple[int, ...], activation: Callable[[], nn.Module]) -> nn.Seque
     return nn.Sequential(*layers)
 
 
+def linear_at(seq: nn.Sequential, index: int) -> nn.Linear:
+    """``seq[index]``, a Linear layer (indexing a Sequential is typed as any Module)."""
+    layer = seq[index]
+    if not isinstance(layer, nn.Linear):
+        raise TypeError(f"layer {index} of {seq} is a {type(layer).__name__}, not a Linear")
+    return layer
+
+
 def prefixed_names(module: nn.Module, prefixes: tuple[str, ...], model: str) -> frozenset[str]:
     """Parameter names starting with any of ``prefixes``; each prefix must match something."""
     names = [n for n, _ in module.named_parameters()]

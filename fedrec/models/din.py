@@ -23,6 +23,7 @@ from fedrec.models.common import (
     check_positive,
     chunk_size,
     embed_history,
+    linear_at,
     mlp,
     prefixed_names,
     require,
@@ -120,7 +121,7 @@ class DIN(RecModel):
 
     def _logits(self, h: torch.Tensor, mask: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
         """Logits [B, C] from history ``h`` [B, L, D], ``mask`` [B, L], targets ``t`` [B|1, C, D]."""
-        z = self.att[1:](attention_first_layer(self.att[0], h, t))  # [B, C, L, A]
+        z = self.att[1:](attention_first_layer(linear_at(self.att, 0), h, t))  # [B, C, L, A]
         a = self.att_out(z).squeeze(-1) * mask.unsqueeze(1)  # [B, C, L], 0 at PAD
         interest = a @ h  # [B, C, D] = sum_l a_l h_l
         t = t.expand_as(interest)
@@ -136,7 +137,7 @@ class DIN(RecModel):
         """Logits ``[B, n_items]``, computed in item chunks of bounded memory."""
         h, mask = self._history(batch)
         B, L, D = h.shape
-        width = max(L, 1) * max(self.att[0].out_features, D)
+        width = max(L, 1) * max(linear_at(self.att, 0).out_features, D)
         n = chunk_size(B, width)
         return score_in_chunks(
             lambda ids: self._logits(h, mask, self.item_emb(ids)[None]), self.n_items, n, h.device

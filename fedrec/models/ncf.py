@@ -18,6 +18,7 @@ from fedrec.models.common import (
     bce_loss,
     check_positive,
     chunk_size,
+    linear_at,
     mlp,
     require,
     score_in_chunks,
@@ -87,7 +88,7 @@ class NeuMF(RecModel):
         The first MLP layer acts on ``[p'_u ; q'_i]``; it is split as ``W_u p'_u + W_i q'_i``
         so the user half is computed once per row instead of once per candidate.
         """
-        first: nn.Linear = self.mlp[0]
+        first = linear_at(self.mlp, 0)
         d_m = um.shape[-1]
         hu = um @ first.weight[:, :d_m].T + first.bias  # [B, H1]
         hi = im @ first.weight[:, d_m:].T  # [B|1, C, H1]
@@ -107,7 +108,7 @@ class NeuMF(RecModel):
     def score_all(self, batch: Batch) -> torch.Tensor:
         """Scores ``[B, n_items]`` (logits), computed in item chunks of bounded memory."""
         ug, um = self._user_parts(batch)
-        width = max(self.mlp[0].out_features, ug.shape[-1])
+        width = max(linear_at(self.mlp, 0).out_features, ug.shape[-1])
 
         def chunk(ids: torch.Tensor) -> torch.Tensor:  # ids [C] -> [B, C]
             return self._fuse(ug, um, self.item_gmf(ids)[None], self.item_mlp(ids)[None])

@@ -84,7 +84,7 @@ class Touched:
             np.bitwise_or.at(bits, keys >> 3, (128 >> (keys & 7)).astype(np.uint8))
         return cls(keys, n_items, bits)
 
-    def contains(self, owner: np.ndarray, item: np.ndarray) -> np.ndarray:
+    def contains(self, owner: int | np.ndarray, item: np.ndarray) -> np.ndarray:
         """Bool, broadcast over ``owner`` and ``item``: did ``owner`` touch ``item``?"""
         q = np.asarray(owner, np.int64) * self.n_items + item
         if len(self.keys) == 0:

@@ -9,10 +9,11 @@ from typing import Any
 import numpy as np
 import torch
 
-from clients.c3drec_device import c3drec_options
 from clients.host import DeviceHost
 from experiments.setup import device_profiles, effective_config, resolve
+from fedrec.c3drec.config import C3DRecConfig
 from fedrec.c3drec.timeline import build_timeline
+from fedrec.config import protocol_options
 from fedrec.data.schema import Dataset
 from fedrec.federated import load_for_run
 from fedrec.payload import split_scopes, unpack
@@ -43,7 +44,7 @@ def build(tmp_path: Any, data: Dataset | None = None, **overrides: Any) -> tuple
     if data is None:
         fed = cls.prepare_data(cfg)
     else:
-        tcfg = c3drec_options(cfg).timeline(cfg.data.seed, cfg.data.max_devices)
+        tcfg = protocol_options(cfg, C3DRecConfig).timeline(cfg.data.seed, cfg.data.max_devices)
         fed = build_timeline(data, tcfg)
     return cfg, cls(cfg=cfg, fed=fed, recorder=RunRecorder(tmp_path)), cls.device_cls(cfg, fed)
 

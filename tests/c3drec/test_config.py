@@ -1,22 +1,11 @@
-"""C3DRec options: pyproject defaults equal the dataclass, validation, derived specs."""
+"""C3DRec options: validation and derived specs (defaults vs pyproject: tests/test_defaults.py)."""
 
 from __future__ import annotations
 
-import dataclasses
-
 import pytest
 
-from experiments.setup import pyproject_defaults
-from fedrec.c3drec.config import DEVICE_TRAINABLE, ITEM_TABLE, PREFIX, C3DRecConfig
-from fedrec.config import parse_section
+from fedrec.c3drec.config import DEVICE_TRAINABLE, ITEM_TABLE, C3DRecConfig
 from fedrec.errors import ConfigError
-
-
-def test_every_option_has_its_default_in_pyproject() -> None:
-    flat = pyproject_defaults()
-    for f in dataclasses.fields(C3DRecConfig):
-        assert flat[PREFIX + f.name.replace("_", "-")] == f.default, f.name
-    assert parse_section(C3DRecConfig, flat, PREFIX) == C3DRecConfig()
 
 
 def test_agp_grid_must_end_before_cloud_training_does() -> None:

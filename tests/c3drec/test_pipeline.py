@@ -83,8 +83,8 @@ def test_pull_ranks_downloaded_rows_except_its_own_items() -> None:
 
 def test_pretrain_prunes_the_selected_matrices_to_the_target() -> None:
     sessions = [np.arange(6), np.arange(6)[::-1], np.array([1, 3, 5, 1])]
-    base = dict(embedding_dim=3, hidden_dim=4, global_epochs=2, global_batch=4,
-                agp_steps=2, agp_every=0.5, model_sparsity=0.5, emb_sparsity=0.0)
+    base = {"embedding_dim": 3, "hidden_dim": 4, "global_epochs": 2, "global_batch": 4,
+            "agp_steps": 2, "agp_every": 0.5, "model_sparsity": 0.5, "emb_sparsity": 0.0}
     g_all = pretrain_global(sessions, 6, C3DRecConfig(**base), "none", seed=0)
     g_gru = pretrain_global(sessions, 6, C3DRecConfig(**base, prune="gru"), "none", seed=0)
     assert set(g_all.masks) == {"item_emb.weight", "gru.weight_ih_l0", "gru.weight_hh_l0", OUT}

@@ -24,12 +24,12 @@ ROWS = [
 CFG = TimelineConfig(t_device=1000, t_test=2000, min_user_clicks=3)
 
 
-def table(rows=ROWS, has_time: bool = True) -> Dataset:  # noqa: ANN001
+def table(rows=ROWS, has_time: bool = True) -> Dataset:
     u, i, t, b = (np.array(c) for c in zip(*rows, strict=True))
     return Dataset("hand", make_interactions(u, i, t, behavior=b), has_time)
 
 
-def lists(sessions, owner: int) -> list[list[int]]:  # noqa: ANN001
+def lists(sessions, owner: int) -> list[list[int]]:
     return [s.tolist() for s in sessions.of(owner)]
 
 

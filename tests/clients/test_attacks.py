@@ -14,9 +14,9 @@ from clients.attacks.population import (
     n_malicious,
     target_items,
 )
-from clients.device import EVALUATE, FIT
 from fedrec.federated import DeviceData
 from fedrec.payload import SparseRows, add_sparse, get_sparse
+from fedrec.protocol import EVALUATE, FIT
 from fedrec.threat_config import ATTACKS
 from tests.clients.threat_cases import build, run_round
 

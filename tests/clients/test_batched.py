@@ -8,8 +8,9 @@ import pytest
 import torch
 
 from clients.batched import CohortAdam, cohort_steps
-from clients.device import DeviceLogic, DeviceTask, device_rng
+from clients.device import DeviceLogic
 from fedrec.config import parse_run_config
+from fedrec.protocol import DeviceTask, device_rng
 from fedrec.results import RunRecorder
 from strategies.fedavg import FedAvg
 from strategies.fedmf import FedMF
@@ -21,7 +22,7 @@ FLAT = {"local-epochs": 2, "batch-size": 7, "num-negatives": 3, "embedding-dim":
 
 def make(cls, tmp_path, **extra):
     torch.set_num_threads(1)
-    cfg = parse_run_config({**FLAT, **extra}, extra_keys={"fedncf-*"})
+    cfg = parse_run_config({**FLAT, **extra}, options=cls.options, prefix=cls.prefix)
     fed = tiny_fed()
     return fed, cls.device_cls(cfg, fed), cls(cfg=cfg, fed=fed, recorder=RunRecorder(tmp_path)).global_arrays
 
@@ -54,7 +55,7 @@ def test_vectorised_equals_loop(cls, tmp_path):
 
 
 def test_fedavg_model_ncf_vectorised(tmp_path):
-    fed, logic, g = make(FedAvg, tmp_path, model="ncf")
+    _fed, logic, g = make(FedAvg, tmp_path, model="ncf")
     ids = [0, 4, 7]
     ref = DeviceLogic.run_many(logic, fit_tasks(ids, g))
     vec = logic.run_many(fit_tasks(ids, g))

@@ -3,17 +3,16 @@
 from __future__ import annotations
 
 import numpy as np
-import pandas as pd
 import pytest
 import torch
 
 from clients.batched_mf import batch_steps, build_inputs
-from clients.device import DeviceTask, device_rng
 from clients.embedding import EmbeddingDevice
 from fedrec.config import parse_run_config
 from fedrec.data.schema import make_interactions
 from fedrec.data.splits import leave_one_out
 from fedrec.federated import LeaveOneOutData
+from fedrec.protocol import DeviceTask, device_rng
 from fedrec.results import RunRecorder
 from strategies.fedmf import FedMF, FedMFDevice
 
@@ -63,7 +62,7 @@ def test_build_inputs_local_rows_and_offsets():
 
 
 def test_build_inputs_epochs_start_new_batches_and_last_epoch_flags():
-    def ex(items, labels):  # noqa: ANN001, ANN202
+    def ex(items, labels):
         return np.array(items), np.array(labels, np.float32)
 
     e = [[ex([7, 2, 7], [1, 1, 1]), ex([4], [0])], [ex([1], [1]), ex([1, 9], [1, 1])]]
@@ -76,7 +75,7 @@ def test_build_inputs_epochs_start_new_batches_and_last_epoch_flags():
 
 
 def test_cohort_fit_equals_per_device_loop(setup):
-    cfg, fed, logic, g = setup
+    _cfg, fed, logic, g = setup
     ids = list(range(fed.n_devices))
     ref = [EmbeddingDevice.fit(logic, t) for t in tasks("fit", ids, g)]
     vec = logic.run_many(tasks("fit", ids, g))
@@ -90,7 +89,7 @@ def test_cohort_fit_equals_per_device_loop(setup):
 
 
 def test_cohort_size_does_not_change_numbers(setup):
-    cfg, fed, logic, g = setup
+    _cfg, fed, logic, g = setup
     ids = list(range(fed.n_devices))
     whole = logic.run_many(tasks("fit", ids, g))
     single = [logic.run_many(tasks("fit", [d], g))[0] for d in ids]
@@ -100,7 +99,7 @@ def test_cohort_size_does_not_change_numbers(setup):
 
 
 def test_cohort_evaluate_equals_loop(setup):
-    cfg, fed, logic, g = setup
+    _cfg, fed, logic, g = setup
     ids = list(range(fed.n_devices))
     states = {r.device_id: r.state for r in logic.run_many(tasks("fit", ids, g))}
     ref = [EmbeddingDevice.evaluate(logic, t) for t in tasks("evaluate", ids, g, states)]
@@ -112,7 +111,7 @@ def test_cohort_evaluate_equals_loop(setup):
 
 
 def test_uploads_hold_only_touched_item_rows(setup):
-    cfg, fed, logic, g = setup
+    _cfg, fed, logic, g = setup
     reply = logic.run_many(tasks("fit", [0], g))[0]
     assert sorted(reply.upload) == ["item_bias.idx", "item_bias.val",
                                     "item_emb.weight.idx", "item_emb.weight.val"]

@@ -7,31 +7,31 @@ import numpy as np
 import pytest
 
 from clients.c3drec_device import TOPK, TOPK_ALL
-from clients.device import EVALUATE, FIT, DeviceTask, device_rng
 from fedrec.c3drec.pipeline import OUT, apply_state, cloud_topk, read_model
 from fedrec.c3drec.sparsify import decode_tensors, raw_nbytes
 from fedrec.c3drec.train import next_click_events, rank_metrics_topk
+from fedrec.protocol import EVALUATE, FIT, DeviceTask, device_rng
 from tests.c3drec.cases import build
 
 
-def task(st, d: int, kind: str, state=None, own=None) -> DeviceTask:  # noqa: ANN001
+def task(st, d: int, kind: str, state=None, own=None) -> DeviceTask:
     bcast = st.fit_broadcast(1) if kind == FIT else st.eval_broadcast(1)
     if own is None:
         own = (st.fit_own(1, [d]) if kind == FIT else st.eval_own(1, [d])).get(d, {})
     return DeviceTask(d, 1, kind, bcast, own, state, {}, device_rng(0, 1, d, kind))
 
 
-def first_with_test(logic) -> int:  # noqa: ANN001
+def first_with_test(logic) -> int:
     return next(d for d in range(logic.fed.n_devices)
                 if logic.fed.test.of(d) and logic.fed.device_train.of(d))
 
 
 @pytest.fixture(scope="module")
-def pull(tmp_path_factory):  # noqa: ANN001, ANN201
+def pull(tmp_path_factory):
     return build(tmp_path_factory.mktemp("pull"), strategy="c3drec-pull")
 
 
-def test_pull_fit_uploads_nothing_and_keeps_a_small_personal_state(pull) -> None:  # noqa: ANN001
+def test_pull_fit_uploads_nothing_and_keeps_a_small_personal_state(pull) -> None:
     _, st, logic = pull
     d = first_with_test(logic)
     r = logic.fit(task(st, d, FIT))
@@ -53,7 +53,7 @@ def test_pull_fit_uploads_nothing_and_keeps_a_small_personal_state(pull) -> None
     assert set(r.state[TOPK][r.state[TOPK] >= 0].tolist()) <= cand
 
 
-def test_pull_evaluation_scores_the_stored_lists(pull) -> None:  # noqa: ANN001
+def test_pull_evaluation_scores_the_stored_lists(pull) -> None:
     _, st, logic = pull
     d = first_with_test(logic)
     state = logic.fit(task(st, d, FIT)).state
@@ -68,7 +68,7 @@ def test_pull_evaluation_scores_the_stored_lists(pull) -> None:  # noqa: ANN001
     assert logic.evaluate(task(st, d, EVALUATE, None)).metrics == {}   # never trained
 
 
-def test_second_round_continues_from_the_stored_delta(pull) -> None:  # noqa: ANN001
+def test_second_round_continues_from_the_stored_delta(pull) -> None:
     _, st, logic = pull
     d = first_with_test(logic)
     first = logic.fit(task(st, d, FIT))

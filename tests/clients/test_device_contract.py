@@ -8,8 +8,9 @@ import math
 import numpy as np
 import pytest
 
-from clients.device import EVALUATE, DeviceLogic, DeviceReply, DeviceTask, device_rng
+from clients.device import DeviceLogic
 from fedrec.federated import DeviceData
+from fedrec.protocol import EVALUATE, DeviceReply, DeviceTask, device_rng
 
 N_ITEMS = 8
 
@@ -87,3 +88,12 @@ def test_a_logic_without_scored_model_reports_nothing_and_keeps_its_state() -> N
 def test_scored_model_must_be_a_known_name() -> None:
     with pytest.raises(TypeError, match="scored_model = 'local': use one of global, personalised, stale"):
         type("Bad", (Popularity,), {"scored_model": "local"})
+
+
+def test_the_contract_is_still_importable_from_clients_device() -> None:
+    # plug-ins written against clients.device keep working after the move to fedrec.protocol
+    import clients.device as old
+    import fedrec.protocol as new
+
+    for name in ("END", "EVALUATE", "FIT", "Arrays", "DeviceReply", "DeviceTask", "device_rng"):
+        assert getattr(old, name) is getattr(new, name)

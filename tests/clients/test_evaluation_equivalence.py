@@ -17,10 +17,10 @@ import numpy as np
 import pytest
 import torch
 
-from clients.device import EVALUATE, FIT, DeviceTask, device_rng
 from experiments.plain_loop import run_devices
 from fedrec.evaluation import exposure_at_k
 from fedrec.federated import LeaveOneOutData
+from fedrec.protocol import EVALUATE, FIT, DeviceTask, device_rng
 from tests.clients.threat_cases import build
 
 ATTACKED = {"attack": "pipattack", "attack-fraction": 0.1, "ldp": "laplace"}

@@ -7,10 +7,10 @@ import numpy as np
 import pytest
 import torch
 
-from clients.device import EVALUATE, DeviceTask, device_rng
 from fedrec.evaluation import exposure_at_k
 from fedrec.metrics import exposure_ratio_at_k
 from fedrec.models.base import Batch
+from fedrec.protocol import EVALUATE, DeviceTask, device_rng
 from tests.clients.threat_cases import build, run_round
 
 

@@ -8,10 +8,11 @@ import json
 import numpy as np
 import pytest
 
-from clients.device import EVALUATE, FIT, DeviceLogic, DeviceReply, DeviceTask, device_rng
+from clients.device import DeviceLogic
 from clients.host import DeviceHost, Faults
 from fedrec import devices as dev
 from fedrec.payload import BROADCAST, nbytes, pack, scoped, split_scopes, unpack
+from fedrec.protocol import EVALUATE, FIT, DeviceReply, DeviceTask, device_rng
 
 SEED = 3
 HALF = dev.DeviceProfile(name="half", flops_per_s=1e9, ram_bytes=2**30, uplink_bps=8e6,

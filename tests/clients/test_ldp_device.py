@@ -8,9 +8,9 @@ import pytest
 import torch
 from scipy import stats
 
-from clients.device import FIT
-from clients.ldp import clip_upload, device_epsilon, parse_epsilon_mix
+from fedrec.ldp import clip_upload, device_epsilon, parse_epsilon_mix
 from fedrec.payload import get_sparse
+from fedrec.protocol import FIT
 from tests.clients.threat_cases import build, run_round
 
 MIX = "20:0.5,80:0.5"

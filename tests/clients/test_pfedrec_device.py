@@ -9,7 +9,6 @@ import numpy as np
 import pytest
 import torch
 
-from clients.device import EVALUATE, FIT, DeviceTask, device_rng
 from clients.pfedrec_device import (
     PERSONAL,
     PFedRecConfig,
@@ -26,6 +25,7 @@ from fedrec.errors import ConfigError
 from fedrec.federated import LeaveOneOutData
 from fedrec.models import PFedRecModel
 from fedrec.models.base import Batch
+from fedrec.protocol import EVALUATE, FIT, DeviceTask, device_rng
 
 
 @pytest.fixture(autouse=True)
@@ -46,10 +46,11 @@ def tiny_fed(n_users: int = 10, n_items: int = 30, seed: int = 4) -> LeaveOneOut
     return LeaveOneOutData(leave_one_out(df), "sampled", 6, seed)
 
 
-def device(**extra) -> PFedRecDevice:  # noqa: ANN003
+def device(**extra) -> PFedRecDevice:
     flat = {"strategy": "pfedrec", "local-epochs": 2, "batch-size": 5, "num-negatives": 2,
             "embedding-dim": 4, "lr": 0.5, "pfedrec-lr-eta": 0.2, **extra}
-    return PFedRecDevice(parse_run_config(flat, extra_keys={"pfedrec-*"}), tiny_fed())
+    return PFedRecDevice(parse_run_config(flat, options=PFedRecConfig, prefix="pfedrec-"),
+                         tiny_fed())
 
 
 def reference_step(model: PFedRecModel, items: torch.Tensor, labels: torch.Tensor,
@@ -58,7 +59,7 @@ def reference_step(model: PFedRecModel, items: torch.Tensor, labels: torch.Tenso
     opt = torch.optim.SGD(model.score_fn.parameters(), lr=lr)
     opt_i = torch.optim.SGD(model.item_emb.parameters(), lr=lr_item)
     crit = torch.nn.BCELoss()
-    forward = lambda: torch.sigmoid(model.score_fn(model.item_emb(items))).view(-1)  # noqa: E731
+    forward = lambda: torch.sigmoid(model.score_fn(model.item_emb(items))).view(-1)
     opt.zero_grad()
     crit(forward(), labels).backward()
     opt.step()
@@ -136,7 +137,7 @@ def test_every_device_starts_from_the_same_score_function():
 
 
 # ---------------------------------------------------------------- vectorised == loop
-def tasks(kind: str, ids: list[int], broadcast, states=None) -> list[DeviceTask]:  # noqa: ANN001
+def tasks(kind: str, ids: list[int], broadcast, states=None) -> list[DeviceTask]:
     return [DeviceTask(d, 2, kind, broadcast, {}, (states or {}).get(d), {},
                        device_rng(5, 2, d, kind)) for d in ids]
 

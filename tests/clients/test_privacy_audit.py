@@ -17,11 +17,11 @@ from flwr.common import Code, FitRes, Status, ndarrays_to_parameters, parameters
 from flwr.server.client_manager import SimpleClientManager
 from flwr.server.client_proxy import ClientProxy
 
-from clients.device import FIT, device_rng
 from clients.host import DeviceHost
 from clients.trainer import local_examples
 from experiments.setup import device_profiles
 from fedrec.payload import split_scopes, unpack
+from fedrec.protocol import FIT, device_rng
 from tests.clients.threat_cases import build
 
 REPORT_KEYS = {"status", "error", "n", "metrics", "costs"}

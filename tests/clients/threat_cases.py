@@ -5,9 +5,9 @@ from __future__ import annotations
 
 from typing import Any
 
-from clients.device import DeviceReply
 from experiments.plain_loop import run_devices
 from experiments.setup import effective_config, resolve
+from fedrec.protocol import DeviceReply
 from fedrec.results import RunRecorder
 
 BASE = {"synthetic-size": "tiny", "simulate-dropouts": False, "embedding-dim": 8,

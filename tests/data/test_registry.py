@@ -63,12 +63,12 @@ def test_data_root_not_a_folder(tmp_path, monkeypatch):
 @pytest.mark.parametrize(("preset", "message"), [
     ("ml-1m", "ml-1m: no ratings.dat or ratings_chrono.dat in {f}/ml-1m; download ml-1m.zip"),
     ("ml-100k", "ml-100k: no u.data in {f}/ml-100k; download ml-100k.zip"),
-    ("taobao", "taobao: no UserBehavior_head_by_user.clean.csv or UserBehavior.csv in "
-               "{f}/taobao-userbehavior; download UserBehavior.csv"),
-    ("taobao-timeslice", "taobao-timeslice: no UserBehavior_timeslice_20171126.csv or "
-                         "UserBehavior.csv in {f}/taobao-userbehavior"),
-    ("amazon-video", "amazon-video: no ratings.dat or ratings_Amazon_Instant_Video.csv in "
-                     "{f}/amazon-video; download"),
+    ("taobao", ("taobao: no UserBehavior_head_by_user.clean.csv or UserBehavior.csv in "
+                "{f}/taobao-userbehavior; download UserBehavior.csv")),
+    ("taobao-timeslice", ("taobao-timeslice: no UserBehavior_timeslice_20171126.csv or "
+                          "UserBehavior.csv in {f}/taobao-userbehavior")),
+    ("amazon-video", ("amazon-video: no ratings.dat or ratings_Amazon_Instant_Video.csv in "
+                      "{f}/amazon-video; download")),
     ("steam", "steam: no train.txt in {f}/steam; put the FedRecAttack Steam split"),
 ])
 def test_missing_preset_files_name_folder_and_files(tmp_path, preset, message):

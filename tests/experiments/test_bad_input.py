@@ -128,10 +128,10 @@ def test_negative_num_supernodes(n):
 
 
 @pytest.mark.parametrize(("mix", "message"), [
-    ("pixel9:1", "error: device-mix: unknown device tier 'pixel9' in 'pixel9:1'; valid tiers: "
-                 "highend, iphone8plus, lowend, pixel2"),
-    ("pixel2:0", "error: device-mix: weight of tier 'pixel2' must be a positive number, got 0; "
-                 "write e.g. pixel2:1 (valid tiers: highend, iphone8plus, lowend, pixel2)"),
+    ("pixel9:1", ("error: device-mix: unknown device tier 'pixel9' in 'pixel9:1'; valid tiers: "
+                  "highend, iphone8plus, lowend, pixel2")),
+    ("pixel2:0", ("error: device-mix: weight of tier 'pixel2' must be a positive number, got 0; "
+                  "write e.g. pixel2:1 (valid tiers: highend, iphone8plus, lowend, pixel2)")),
 ])
 def test_device_mix_is_checked_at_parse_time(reject, mix, message):
     assert reject(f"device-mix={mix}") == message
@@ -152,8 +152,8 @@ def test_truncated_gzip_dataset(reject, tmp_path):
 
 @pytest.mark.parametrize(("content", "message"), [
     (b"", "file is empty; give a data file"),
-    (b"1::2::\xff\xfe::4\n", "not utf-8 text (invalid start byte at byte 6 of a block); the file "
-                             "is damaged or not a text data file"),
+    (b"1::2::\xff\xfe::4\n", ("not utf-8 text (invalid start byte at byte 6 of a block); the file "
+                              "is damaged or not a text data file")),
 ])
 def test_empty_and_unreadable_dataset_files(reject, tmp_path, content, message):
     (tmp_path / "r.dat").write_bytes(content)

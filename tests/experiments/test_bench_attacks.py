@@ -17,7 +17,7 @@ def _row(attack: str, defence: str, fraction: float, er10: float, hr: float) -> 
     return row
 
 
-def test_render_writes_tables_from_the_csv_without_running(tmp_path: Path, monkeypatch) -> None:  # noqa: ANN001
+def test_render_writes_tables_from_the_csv_without_running(tmp_path: Path, monkeypatch) -> None:
     with (tmp_path / "results.csv").open("w", newline="") as fh:
         w = csv.DictWriter(fh, fieldnames=B.COLUMNS)
         w.writeheader()

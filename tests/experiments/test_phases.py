@@ -7,11 +7,12 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from clients.device import DeviceLogic, DeviceReply, DeviceTask
+from clients.device import DeviceLogic
 from experiments import run as er
 from experiments.plain_loop import plain_loop
 from fedrec.metrics import rank_metrics, ranks_from_scores
 from fedrec.payload import SparseRows, add_sparse, get_sparse
+from fedrec.protocol import DeviceReply, DeviceTask
 from fedrec.results import read_rounds, read_summary
 from strategies.aggregation import sparse_row_sums
 from strategies.base import DeviceStrategy, Phase
@@ -23,7 +24,7 @@ class PopularityDevice(DeviceLogic):
     """count: upload the items it interacted with, remember how often it took part;
     rank: rank its held-out items by the cloud's normalised popularity."""
 
-    def handlers(self):  # noqa: ANN201
+    def handlers(self):
         return {COUNT: self.count, RANK: self.rank}
 
     def fit(self, task: DeviceTask) -> DeviceReply:
@@ -62,7 +63,7 @@ class TwoPhase(DeviceStrategy):
         self.counts = np.zeros((self.cloud.n_items, 1))                       # float64 [I, 1]
         return {"pop": np.zeros(self.cloud.n_items, np.float32)}
 
-    def aggregate(self, rnd, replies):  # noqa: ANN001, ANN201
+    def aggregate(self, rnd, replies):
         raise NotImplementedError("no fit phase")
 
     def select(self, phase: Phase, rnd: int) -> list[int]:
@@ -91,7 +92,7 @@ COMMON = {"synthetic-size": "tiny", "eval-negatives": 20, "num-rounds": 3, "quie
 
 
 def comparable(records: list[dict]) -> list[dict]:
-    timing = lambda k: k.endswith("wall_s") or k in ("elapsed_s", "eta_s", "fit_s", "round_s")  # noqa: E731
+    timing = lambda k: k.endswith("wall_s") or k in ("elapsed_s", "eta_s", "fit_s", "round_s")
     return [{k: v for k, v in r.items() if not timing(k)} for r in records]
 
 

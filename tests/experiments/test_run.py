@@ -17,12 +17,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from clients.device import DeviceLogic, DeviceReply, DeviceTask
+from clients.device import DeviceLogic
 from experiments import flower_engine as fe
 from experiments import run as er
 from fedrec.errors import ConfigError
 from fedrec.metrics import rank_metrics, ranks_from_scores
 from fedrec.payload import SparseRows, add_sparse, get_sparse
+from fedrec.protocol import DeviceReply, DeviceTask
 from fedrec.results import read_rounds, read_summary
 from strategies.aggregation import sparse_row_sums
 from strategies.base import DeviceStrategy

@@ -17,10 +17,11 @@ from flwr.common import (
     parameters_to_ndarrays,
 )
 
-from clients.device import DeviceLogic, DeviceReply
+from clients.device import DeviceLogic
 from fedrec.config import parse_run_config
 from fedrec.errors import FedrecError
 from fedrec.payload import pack, scoped, split_scopes, unpack
+from fedrec.protocol import DeviceReply
 from fedrec.results import RunRecorder, read_rounds, read_summary
 from strategies.base import DeviceStrategy, route, sample_devices
 from strategies.faults import WorkerLost
@@ -259,7 +260,7 @@ def test_evaluation_rounds_logging_and_summary(tmp_path):
     msgs = payloads(strat.configure_evaluate(2, None, Manager(3)))
     assert sorted(d for _, m in msgs.values() for d in m["devices"]) == list(range(10))
     assert {m["kind"] for _, m in msgs.values()} == {"evaluate"}
-    round2 = lambda d: {"test_hr@10": float(d < 5), "valid_ndcg@10": 0.5}  # noqa: E731
+    round2 = lambda d: {"test_hr@10": float(d < 5), "valid_ndcg@10": 0.5}
     instructions = strat.configure_evaluate(2, None, Manager(3))
     _, metrics = strat.aggregate_evaluate(2, eval_results(instructions, round2), [])
     assert metrics == {"test_hr@10": 0.5, "valid_ndcg@10": 0.5, "eval_devices": 10.0,
@@ -269,7 +270,7 @@ def test_evaluation_rounds_logging_and_summary(tmp_path):
     strat.configure_fit(3, None, Manager(3))
     instructions = strat.configure_evaluate(3, None, Manager(3))   # the last round always is
     assert instructions != []
-    round3 = lambda d: {"test_hr@10": 1.0, "valid_ndcg@10": 0.25}  # noqa: E731
+    round3 = lambda d: {"test_hr@10": 1.0, "valid_ndcg@10": 0.25}
     strat.aggregate_evaluate(3, eval_results(instructions, round3), [])
     summary = read_summary(tmp_path / "run")
     assert summary["status"] == "finished" and summary["rounds"] == 3

@@ -8,7 +8,6 @@ import pytest
 import torch
 from flwr.server.strategy.aggregate import aggregate as flwr_aggregate
 
-from clients.device import EVALUATE, FIT, DeviceReply, DeviceTask, device_rng
 from clients.trainer import evaluate_local, local_examples
 from fedrec.config import parse_run_config
 from fedrec.data.schema import make_interactions
@@ -16,6 +15,7 @@ from fedrec.data.splits import leave_one_out
 from fedrec.errors import ConfigError
 from fedrec.federated import LeaveOneOutData
 from fedrec.payload import SparseRows, add_sparse
+from fedrec.protocol import EVALUATE, FIT, DeviceReply, DeviceTask, device_rng
 from fedrec.results import RunRecorder
 from strategies.aggregation import sparse_row_sums
 from strategies.fedavg import FedAvg, blockwise_weighted_mean
@@ -41,19 +41,20 @@ def tiny_fed(negatives: int = 4) -> LeaveOneOutData:
                            negatives, seed=1)
 
 
-def config(strategy: str, **extra):  # noqa: ANN201
+def config(strategy: str, **extra):
     flat = {"strategy": strategy, "local-epochs": 2, "batch-size": 3, "num-negatives": 2,
             "embedding-dim": 4, "lr": 0.3, "pfedrec-lr-eta": 0.1, **extra}
-    return parse_run_config(flat, extra_keys={"pfedrec-*", "fedncf-*"})
+    cls = STRATEGIES[strategy]
+    return parse_run_config(flat, extra_keys={"pfedrec-*"}, options=cls.options, prefix=cls.prefix)
 
 
-def make(cls, tmp_path, **extra):  # noqa: ANN001, ANN201
+def make(cls, tmp_path, **extra):
     cfg = config(cls.name, **extra)
     fed = tiny_fed()
     return cls(cfg=cfg, fed=fed, recorder=RunRecorder(tmp_path)), cls.device_cls(cfg, fed)
 
 
-def task(kind: str, device: int, broadcast, state=None) -> DeviceTask:  # noqa: ANN001
+def task(kind: str, device: int, broadcast, state=None) -> DeviceTask:
     return DeviceTask(device, 1, kind, broadcast, {}, state, {}, device_rng(9, 1, device, kind))
 
 
@@ -132,7 +133,7 @@ def test_fedncf_item_rows_per_row_mean_layers_weighted(tmp_path):
                         "item_mlp.weight": np.ones((3, 1), np.float32),
                         "out.bias": np.array([1.0], np.float32)}
 
-    def up(gmf, mlp, bias):  # noqa: ANN001, ANN202
+    def up(gmf, mlp, bias):
         out: dict[str, np.ndarray] = {"out.bias": np.array([bias], np.float32)}
         add_sparse(out, "item_gmf.weight", rows(*gmf))
         add_sparse(out, "item_mlp.weight", rows(*mlp))

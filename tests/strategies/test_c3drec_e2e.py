@@ -23,7 +23,7 @@ def overrides(mode: str, out: str, name: str) -> dict:
 
 @pytest.mark.slow
 @pytest.mark.parametrize("mode", ["pull", "push"])
-def test_two_rounds_through_flower_match_the_plain_loop(mode: str, tmp_path) -> None:  # noqa: ANN001
+def test_two_rounds_through_flower_match_the_plain_loop(mode: str, tmp_path) -> None:
     os.environ.setdefault("RAY_ACCEL_ENV_VAR_OVERRIDE_ON_ZERO", "0")
     from flwr.client import ClientApp
     from flwr.simulation import run_simulation

@@ -26,7 +26,7 @@ REPORT_KEYS = {"status", "error", "n", "metrics", "costs"}
 
 
 @pytest.fixture(scope="module")
-def runs(tmp_path_factory) -> dict:  # noqa: ANN001
+def runs(tmp_path_factory) -> dict:
     base = dataset()
     private = shuffle_clicks(shuffle_clicks(base, T_DEVICE, T_TEST, 1), T_TEST, 2**62, 2)
     out = {}
@@ -41,15 +41,15 @@ def same_message(a: list[np.ndarray], b: list[np.ndarray]) -> bool:
     """Same arrays and same header, except the run's own id."""
     (meta_a, sc_a), (meta_b, sc_b) = scopes(a), scopes(b)
     meta_a.pop("run"), meta_b.pop("run")
-    same = lambda x, y: x.dtype == y.dtype and np.array_equal(x, y)  # noqa: E731
+    same = lambda x, y: x.dtype == y.dtype and np.array_equal(x, y)
     return meta_a == meta_b and sc_a.keys() == sc_b.keys() and all(
         sc_a[o].keys() == sc_b[o].keys() and all(same(sc_a[o][k], sc_b[o][k]) for k in sc_a[o])
         for o in sc_a)
 
 
-def test_the_shuffle_changes_private_clicks_only(runs) -> None:  # noqa: ANN001
+def test_the_shuffle_changes_private_clicks_only(runs) -> None:
     (_, a, _), (_, b, _) = runs["push", "orig"], runs["push", "private-changed"]
-    def train(logic, d: int) -> list[list[int]]:  # noqa: ANN001
+    def train(logic, d: int) -> list[list[int]]:
         return [s.tolist() for s in logic.fed.device(d).train]
 
     changed = [d for d in range(a.fed.n_devices) if train(a, d) != train(b, d)]
@@ -58,14 +58,14 @@ def test_the_shuffle_changes_private_clicks_only(runs) -> None:  # noqa: ANN001
 
 
 @pytest.mark.parametrize("mode", ["pull", "push"])
-def test_everything_the_cloud_sends_ignores_post_t_device_clicks(runs, mode: str) -> None:  # noqa: ANN001
+def test_everything_the_cloud_sends_ignores_post_t_device_clicks(runs, mode: str) -> None:
     (_, _, a), (_, _, b) = runs[mode, "orig"], runs[mode, "private-changed"]
     assert set(a["fit_ins"]) == set(b["fit_ins"])
     for cid in a["fit_ins"]:
         assert same_message(a["fit_ins"][cid], b["fit_ins"][cid])        # model + candidates
 
 
-def test_pull_devices_upload_nothing(runs) -> None:  # noqa: ANN001
+def test_pull_devices_upload_nothing(runs) -> None:
     _, logic, r = runs["pull", "orig"]
     seen = 0
     for nd in r["fit_res"].values():
@@ -77,7 +77,7 @@ def test_pull_devices_upload_nothing(runs) -> None:  # noqa: ANN001
     assert seen == logic.fed.n_devices
 
 
-def test_push_devices_upload_only_sparsified_user_embeddings(runs) -> None:  # noqa: ANN001
+def test_push_devices_upload_only_sparsified_user_embeddings(runs) -> None:
     st, logic, r = runs["push", "orig"]
     _, _, r2 = runs["push", "private-changed"]
     H, gamma, uploads, differ = logic.c3.hidden_dim, st.gm.gamma, 0, 0
@@ -106,7 +106,7 @@ def test_push_devices_upload_only_sparsified_user_embeddings(runs) -> None:  # n
 
 
 @pytest.mark.parametrize("mode", ["pull", "push"])
-def test_serve_and_evaluation_messages_and_reports(runs, mode: str) -> None:  # noqa: ANN001
+def test_serve_and_evaluation_messages_and_reports(runs, mode: str) -> None:
     st, logic, r = runs[mode, "orig"]
     assert ("serve_ins" in r) == (mode == "push")       # push's second exchange is a phase
     for cid, nd in r.get("serve_ins", {}).items():

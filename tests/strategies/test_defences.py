@@ -7,9 +7,9 @@ import numpy as np
 import pytest
 from flwr.server.strategy.aggregate import aggregate_median
 
-from clients.device import DeviceReply
-from clients.ldp import upload_norm
+from fedrec.ldp import upload_norm
 from fedrec.payload import SparseRows, add_sparse, get_sparse
+from fedrec.protocol import DeviceReply
 from strategies import robust
 from tests.clients.threat_cases import build
 

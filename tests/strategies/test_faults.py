@@ -7,8 +7,8 @@ from dataclasses import dataclass
 import numpy as np
 import pytest
 
-from clients.device import DeviceReply
 from fedrec.errors import FedrecError
+from fedrec.protocol import DeviceReply
 from strategies.faults import (
     WorkerLost,
     client_failures,

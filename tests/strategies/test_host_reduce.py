@@ -7,15 +7,23 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from clients.device import FIT
 from clients.host import DeviceHost
 from experiments.setup import with_threats
 from fedrec import devices as dev
-from fedrec.payload import BROADCAST, REDUCED, SparseRows, nbytes, pack, scoped, split_scopes, unpack
+from fedrec.payload import (
+    BROADCAST,
+    REDUCED,
+    SparseRows,
+    nbytes,
+    pack,
+    scoped,
+    split_scopes,
+    unpack,
+)
+from fedrec.protocol import FIT
+from fedrec.reduce import combine_partials, reduce_uploads
 from fedrec.threat_config import parse_threat_config
 from strategies.aggregation import (
-    combine_partials,
-    reduce_uploads,
     sparse_client_mean,
     sparse_row_mean,
     weighted_mean,
@@ -121,7 +129,7 @@ def test_host_sends_one_summed_scope_and_charges_each_device_its_own_upload(tmp_
     meta = {"devices": [0, 1, 2, 3], "round": 1, "kind": FIT, "shard_size": 4,
             "run": "state", "config": {}}
     plain, _, _ = host.fit(pack(scoped(BROADCAST, g), meta), {})
-    summed, n, _ = host.fit(pack(scoped(BROADCAST, g), {**meta, "reduce": spec,
+    summed, _n, _ = host.fit(pack(scoped(BROADCAST, g), {**meta, "reduce": spec,
                                                          "run": "s2"}), {})
     (a, meta_a), (b, meta_b) = unpack(plain), unpack(summed)
     per_device, reduced = split_scopes(a), split_scopes(b)

@@ -8,8 +8,8 @@ import math
 import numpy as np
 import pytest
 
-from clients.device import DeviceReply
 from fedrec.payload import SparseRows, add_sparse
+from fedrec.protocol import DeviceReply
 from strategies.accountant import PrivacyAccountant, gaussian_rdp, rdp_to_dp
 from strategies.privacy import PRIVACY_FILE, record_replies
 from tests.clients.threat_cases import build

@@ -16,12 +16,12 @@ from scipy import stats
 from fedrec.errors import ConfigError
 from fedrec.payload import SparseRows
 from strategies.robust import (
+    _ranked_sort,
     coordinate_median,
     dense_krum,
     dense_median,
     dense_norm_bound,
     dense_trimmed_mean,
-    _ranked_sort,
     drop_nonfinite,
     group_sorted,
     hics,

@@ -1,9 +1,13 @@
 """Local differential privacy for device uploads: clipping, Laplace / Gaussian noise,
-fake-row padding and per-device privacy budgets (privacy heterogeneity).
+fake-row padding, per-device privacy budgets (privacy heterogeneity), and the report of what
+a device spent.
 
 Pure functions, arrays in and arrays out; the only randomness is the ``np.random.Generator``
-passed in. The client-side LDP wrapper (issue 5) calls ``privatize_upload`` on a device's
-upload; the accountant (``strategies/accountant.py``) consumes the returned ``NoiseReport``.
+passed in. Both halves use this module: the device-side LDP wrapper (issue 5,
+clients.ldp_device) calls ``privatize_upload`` on a device's upload and sends the returned
+``NoiseReport`` as reply metrics (``report_metrics``); the cloud reads it back
+(``report_from_metrics``) for its accountant (strategies.privacy, strategies.accountant).
+The cloud's robust rules (strategies.robust, strategies.defences) reuse the clipping.
 Mechanism as in the tutorial's "model obfuscation" (Yin, Qu et al., On-Device Recommender
 Systems survey, ch. 5, after Wu et al. 2022): g = clip(g, C) + noise.
 
@@ -32,8 +36,8 @@ from scipy.special import log_ndtr, ndtr
 
 from fedrec.errors import ConfigError
 from fedrec.payload import SparseRows
+from fedrec.protocol import Arrays
 
-Arrays = dict[str, np.ndarray]
 MECHANISMS = ("laplace", "gaussian")
 CLIPS = ("upload", "row", "coord")
 _EPS_STREAM = 0x4C4450  # "LDP": keeps the epsilon draw apart from every other seeded stream
@@ -281,6 +285,27 @@ class NoiseReport:
     def noise_multiplier(self) -> float:
         """sigma / L2 sensitivity (Gaussian; inf when there is nothing to protect)."""
         return self.scale / self.sensitivity if self.sensitivity > 0 else math.inf
+
+
+#: reply-metric keys of a NoiseReport (``ldp_gaussian``: 1.0 for Gaussian, 0.0 for Laplace)
+REPORT_KEYS = ("ldp_epsilon", "ldp_delta", "ldp_scale", "ldp_sensitivity", "ldp_gaussian")
+
+
+def report_metrics(rep: NoiseReport) -> dict[str, float]:
+    """A NoiseReport as reply metrics (floats; the keys of ``REPORT_KEYS``)."""
+    return {"ldp_epsilon": rep.epsilon, "ldp_delta": rep.delta, "ldp_scale": rep.scale,
+            "ldp_sensitivity": rep.sensitivity, "ldp_gaussian": float(rep.mechanism == "gaussian")}
+
+
+def report_from_metrics(metrics: dict[str, float]) -> NoiseReport | None:
+    """The NoiseReport a reply's metrics carry (``report_metrics``), None when it has none."""
+    if "ldp_epsilon" not in metrics:
+        return None
+    gaussian = metrics.get("ldp_gaussian", 0.0) == 1.0
+    return NoiseReport("gaussian" if gaussian else "laplace", float(metrics["ldp_epsilon"]),
+                       float(metrics.get("ldp_delta", 0.0)),
+                       float(metrics.get("ldp_sensitivity", 0.0)),
+                       float(metrics.get("ldp_scale", 0.0)))
 
 
 def privatize_upload(upload: Arrays, spec: LdpSpec,

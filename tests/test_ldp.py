@@ -8,7 +8,9 @@ import numpy as np
 import pytest
 from scipy import integrate, stats
 
-from clients.ldp import (
+from fedrec.errors import ConfigError
+from fedrec.ldp import (
+    REPORT_KEYS,
     LdpSpec,
     add_noise,
     assign_epsilons,
@@ -27,10 +29,11 @@ from clients.ldp import (
     perturb_rows,
     perturb_upload,
     privatize_upload,
+    report_from_metrics,
+    report_metrics,
     upload_norm,
     upload_sensitivity,
 )
-from fedrec.errors import ConfigError
 from fedrec.payload import SparseRows, add_sparse
 
 N_DRAWS = 200_000
@@ -233,3 +236,14 @@ def test_device_epsilon_depends_only_on_seed_and_id() -> None:
     for value, share in mix:
         assert np.mean(eps == value) == pytest.approx(share, abs=0.02)
     assert not np.array_equal(assign_epsilons(mix, 1, ids), eps)
+
+
+@pytest.mark.parametrize("mechanism", ["laplace", "gaussian"])
+def test_a_noise_report_survives_the_reply_metrics(mechanism: str) -> None:
+    upload = {"w": np.arange(6, dtype=np.float32).reshape(2, 3)}
+    spec = LdpSpec(mechanism=mechanism, epsilon=0.5)
+    _, rep = privatize_upload(upload, spec, np.random.default_rng(0))
+    metrics = report_metrics(rep)
+    assert set(metrics) == set(REPORT_KEYS)
+    assert report_from_metrics({"loss": 1.0, **metrics}) == rep
+    assert report_from_metrics({"loss": 1.0}) is None
