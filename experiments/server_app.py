@@ -43,7 +43,7 @@ def run_server(grid: Grid, flat: dict) -> RunRecorder:
             start_grid(grid=grid, server=server, config=ServerConfig(
                 num_rounds=cfg.train.num_rounds - done, round_timeout=timeout))
         else:                      # killed after the last round's checkpoint: write the end
-            strategy.finish()      # (its devices' state stays with the hosts; see README)
+            strategy.finish()      # (its devices' state stays with the hosts; docs/running.md)
         ending = "finished"
     except BaseException as exc:
         ending = ending_of(exc)

@@ -21,7 +21,7 @@ ITEM_TABLE = "out.weight"
 
 @dataclass(frozen=True)
 class C3DRecConfig:
-    """C3DRec options (paper defaults where it gives them; see README "C3DRec").
+    """C3DRec options (paper defaults where it gives them; see docs/c3drec.md).
 
     Timeline: ``t_device``/``t_test`` (unix s; positional data: ``device_frac``/``test_frac``),
     ``session_gap`` (706 s), ``min_session_len``, ``min_user_clicks``, ``new_user_quantile``.

@@ -139,7 +139,7 @@ def test_runs_that_cannot_go_on_fail_with_one_line(pair, message, tmp_path, caps
     if pair.startswith("server-lr"):   # the hosts were told the run is over and cleaned up
         assert not (device_state_root / (tmp_path / "f" / "run_id").read_text()).exists()
     # (clients that missed the round timeout may still be working when the end message
-    # arrives, so a timed-out run can leave their state behind: README, "Kill and resume")
+    # arrives, so a timed-out run can leave their state behind: docs/running.md)
 
 
 @pytest.mark.slow
