@@ -21,6 +21,7 @@ import numpy as np
 import torch
 
 from clients.batched_mf import build_inputs
+from clients.device import DeviceLogic
 from clients.embedding import EmbeddingDevice
 from clients.pfedrec_batched import B, W, rng_copy, score_cohort, score_vector, train_cohort
 from clients.trainer import ZERO_USER, LocalTrainConfig, local_examples
@@ -197,8 +198,8 @@ class PFedRecDevice(EmbeddingDevice):
     def run_many(self, tasks: list[DeviceTask]) -> list[DeviceReply]:
         """A cohort as one vectorised computation (``pfedrec-vectorised``): fit tasks always,
         evaluation tasks under the sampled protocol; the per-device loop otherwise."""
-        if not self.pcfg.vectorised:
-            return super().run_many(tasks)
+        if not self.pcfg.vectorised:   # PFedRec's own per-device loop, not the generic
+            return DeviceLogic.run_many(self, tasks)   # cohort trainer of EmbeddingDevice
         torch.set_num_threads(1)
         fits = [t for t in tasks if t.kind == FIT]
         evals = [t for t in tasks if t.kind != FIT]

@@ -4,6 +4,7 @@ options, and the vectorised cohort path against the per-device loop."""
 from __future__ import annotations
 
 import copy
+import dataclasses
 
 import numpy as np
 import pytest
@@ -193,3 +194,18 @@ def test_vectorised_evaluation_equals_loop():
     loop = [dev.evaluate(t) for t in tasks(EVALUATE, ids, g, states)]
     assert [v.metrics for v in vec] == [lo.metrics for lo in loop]
     assert len({v.metrics["test_ndcg@10"] for v in vec}) > 1
+
+
+def test_unvectorised_cohorts_run_pfedrecs_own_per_device_loop():
+    # pfedrec-vectorised=false once trained cohorts with EmbeddingDevice's generic trainer
+    # (one lr for everything, no item-lr scaling): it must be PFedRec's own fit, device by device
+    dev = device()
+    dev.pcfg = dataclasses.replace(dev.pcfg, vectorised=False)
+    g = table(dev)
+    ids = list(range(dev.fed.n_devices))
+    cohort = dev.run_many(tasks(FIT, ids, g))
+    loop = [dev.fit(t) for t in tasks(FIT, ids, g)]
+    for c, lo in zip(cohort, loop, strict=True):
+        assert c.upload.keys() == lo.upload.keys()
+        assert all(np.array_equal(c.upload[k], lo.upload[k]) for k in c.upload)
+        assert c.metrics == lo.metrics and c.num_examples == lo.num_examples
