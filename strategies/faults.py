@@ -16,8 +16,9 @@ from fedrec.errors import FedrecError
 from fedrec.protocol import Arrays, DeviceReply
 
 #: substrings of Ray's messages when a worker process died (crash, kill, OOM killer)
-WORKER_DEATH = ("ActorDiedError", "RayActorError", "actor died", "worker died",
-                "WorkerCrashedError", "Worker unexpectedly exits")
+WORKER_DEATH = ("ActorDiedError", "RayActorError", "ActorUnavailableError", "actor died",
+                "worker died", "WorkerCrashedError", "Worker unexpectedly exits",
+                "OutOfMemoryError", "NodeDiedError")
 
 
 class WorkerLost(FedrecError):
