@@ -151,7 +151,7 @@ class SimConfig:
     devices_per_client: int = 64
     device_mix: str = "pixel2:0.5,iphone8plus:0.3,highend:0.2"
     simulate_dropouts: bool = True   # devices drop out by their profile's availability
-    keep_device_state: bool = False  # keep <run>/device_state after the run
+    keep_device_state: bool = False  # hosts keep their devices' private state after the run
     eval_every: int = 1
     eval_fraction: float = 1.0
     round_timeout_s: float = 0.0   # 0 = no timeout
