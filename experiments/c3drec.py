@@ -22,8 +22,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import shutil
-import tempfile
 import time
 from dataclasses import replace
 from pathlib import Path
@@ -32,8 +30,8 @@ from typing import Any
 import numpy as np
 import torch
 
-from clients.host import DeviceHost
 from experiments.c3drec_plots import plot_bars, plot_sweep
+from experiments.plain_loop import run_in_process
 from experiments.run import parse_sets, read_run_config
 from experiments.setup import effective_config, resolve
 from fedrec import devices as dev
@@ -43,8 +41,7 @@ from fedrec.c3drec.pipeline import candidates, pretrain_global
 from fedrec.config import protocol_options
 from fedrec.payload import nbytes
 from fedrec.protocol import EVALUATE, FIT, DeviceReply
-from fedrec.results import RunRecorder, atomic_write, dumps
-from strategies.driver import InProcessTransport, run_to_end
+from fedrec.results import atomic_write, dumps
 from strategies.messages import read_reply
 
 PLAIN = {"c3drec-model-sparsity": 0.0, "c3drec-emb-sparsity": 0.0, "c3drec-gamma": 0.0,
@@ -57,30 +54,16 @@ DEFAULT_VALUES = {"emb": [0.0, 0.5, 0.9, 0.99], "model": [0.0, 0.5, 0.8, 0.9, 0.
 def run_protocol(flat: dict[str, Any], run_dir: Path) -> dict[str, Any]:
     """All rounds of a C3DRec strategy through the round driver in this process (every device
     on a Pixel 2); scores, costs and cloud facts from the devices' own replies."""
-    cfg, cls = resolve(effective_config({}, {**flat, "simulate-dropouts": False}))
-    fed = cls.prepare_data(cfg)
     t0 = time.perf_counter()
-    recorder = RunRecorder(run_dir)
-    recorder.start({"flat": flat, "engine": "plain"})
-    st = cls(cfg=cfg, fed=fed, recorder=recorder)
-    t_cloud = time.perf_counter() - t0
-    root = tempfile.mkdtemp(prefix="fedrec-c3drec-state-")
-    host = DeviceHost(cls.device_cls(cfg, fed), lambda d: dev.TIERS["pixel2"], cfg.train.seed,
-                      dropouts=False, state_root=root)
-    transport = InProcessTransport([lambda nd: host.fit(nd, {})[0]] * st.expected_clients,
-                                   record=True)
-    try:
-        run_to_end(st, 1, cfg.train.num_rounds, transport)
-    finally:
-        shutil.rmtree(root, ignore_errors=True)
-    replies = replies_by_phase(transport.seen)
-    last = cfg.train.num_rounds
+    run = run_in_process(flat, run_dir, profile_of=lambda d: dev.TIERS["pixel2"], record=True)
+    replies = replies_by_phase(run.transport.seen)
+    last = run.cfg.train.num_rounds
     costs = [r.costs for (_, kind), reps in sorted(replies.items()) if kind == FIT
              for r in reps if r.num_examples > 0 or r.upload]
     fit, ev = replies[last, FIT], replies[last, EVALUATE]
     cloud = json.loads((run_dir / "c3drec_cloud.json").read_text())
     return {"scores": micro_of(ev), "costs": cost_summary(costs, cloud, fit),
-            "cloud": cloud, "wall_s": {"cloud": t_cloud, "total": time.perf_counter() - t0}}
+            "cloud": cloud, "wall_s": {"cloud": run.cloud_s, "total": time.perf_counter() - t0}}
 
 
 def replies_by_phase(seen: list) -> dict[tuple[int, str], list[DeviceReply]]:

@@ -15,10 +15,16 @@ from __future__ import annotations
 
 import shutil
 import tempfile
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from clients.host import DeviceHost, Faults
 from experiments.setup import device_profiles, effective_config, resolve
+from fedrec.config import RunConfig
+from fedrec.devices import DeviceProfile
 from fedrec.protocol import FIT, DeviceReply, DeviceTask, device_rng
 from fedrec.results import RunRecorder
 from strategies.driver import InProcessTransport, run_to_end
@@ -40,26 +46,51 @@ def run_devices(logic, kind: str, rnd: int, ids: list[int], broadcast, own, seed
     return sorted(replies, key=lambda r: r.device_id)
 
 
-def plain_loop(overrides: dict[str, Any], run_dir: str, verbose: bool = True) -> list[dict[str, Any]]:
-    """Run ``num-rounds`` rounds of the configured strategy; returns one record per round
-    (the run's rounds.jsonl records, with ``fit_s`` and ``round_s`` for the benchmarks)."""
+@dataclass
+class InProcessRun:
+    """A finished in-process run: its config, strategy (round log, state), transport (with
+    every exchange when recorded) and the seconds the strategy took to build (cloud start)."""
+
+    cfg: RunConfig
+    strategy: Any
+    transport: InProcessTransport
+    cloud_s: float
+
+
+def run_in_process(overrides: dict[str, Any], run_dir: str | Path, verbose: bool = False,
+                   profile_of: Callable[[int], DeviceProfile] | None = None,
+                   record: bool = False) -> InProcessRun:
+    """Every round of the configured strategy through the round driver in this process:
+    dropouts off, devices on their tiers' profiles (or ``profile_of``), private state in a
+    temporary folder removed at the end."""
     flat = effective_config({}, {**overrides, "simulate-dropouts": False, "quiet": not verbose})
     cfg, cls = resolve(flat)
     fed = cls.prepare_data(cfg)
     recorder = RunRecorder(run_dir)
     recorder.start({"flat": flat, "strategy_class": f"{cls.__module__}:{cls.__name__}",
                     "engine": "plain"})
+    t0 = time.perf_counter()
     strategy = cls(cfg=cfg, fed=fed, recorder=recorder)
-    profiles = device_profiles(fed.n_devices, cfg.sim.device_mix, cfg.train.seed)
+    cloud_s = time.perf_counter() - t0
+    if profile_of is None:
+        profile_of = device_profiles(fed.n_devices, cfg.sim.device_mix, cfg.train.seed).__getitem__
     root = tempfile.mkdtemp(prefix="fedrec-plain-state-")
-    host = DeviceHost(cls.device_cls(cfg, fed), profiles.__getitem__, cfg.train.seed,
+    host = DeviceHost(cls.device_cls(cfg, fed), profile_of, cfg.train.seed,
                       dropouts=cfg.sim.simulate_dropouts, state_root=root,
                       faults=Faults(cfg.sim.fault_unavailable, cfg.sim.fault_crash,
                                     cfg.sim.deadline_s))
-    transport = InProcessTransport([lambda nd: host.fit(nd, {})[0]] * strategy.expected_clients)
+    transport = InProcessTransport([lambda nd: host.fit(nd, {})[0]] * strategy.expected_clients,
+                                   record=record)
     try:
         run_to_end(strategy, 1, cfg.train.num_rounds, transport)
     finally:
         shutil.rmtree(root, ignore_errors=True)
+    return InProcessRun(cfg, strategy, transport, cloud_s)
+
+
+def plain_loop(overrides: dict[str, Any], run_dir: str, verbose: bool = True) -> list[dict[str, Any]]:
+    """Run ``num-rounds`` rounds of the configured strategy; returns one record per round
+    (the run's rounds.jsonl records, with ``fit_s`` and ``round_s`` for the benchmarks)."""
+    run = run_in_process(overrides, run_dir, verbose)
     return [{**r, "fit_s": r.get("fit_wall_s", 0.0), "round_s": r["round_wall_s"]}
-            for r in strategy.log.records]
+            for r in run.strategy.log.records]

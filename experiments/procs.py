@@ -32,31 +32,23 @@ def process_groups(root: int) -> set[int]:
     return {table[p].pgrp for p in pids if p in table} - {os.getpgrp()}
 
 
-def signal_groups(groups: set[int], sig: int) -> None:
-    for group in groups:
-        try:
-            os.killpg(group, sig)
-        except (ProcessLookupError, PermissionError):
-            pass
-
-
-def signal_pids(pids: set[int], sig: int) -> None:
-    for pid in pids:
-        try:
-            os.kill(pid, sig)
-        except (ProcessLookupError, PermissionError):
-            pass
+def send(sig: int, pids: set[int], groups: set[int]) -> None:
+    """``sig`` to each process group and each process; ones that are gone are skipped."""
+    for kill, ids in ((os.killpg, groups), (os.kill, pids)):
+        for i in ids:
+            try:
+                kill(i, sig)
+            except (ProcessLookupError, PermissionError):
+                pass
 
 
 def stop(pids: set[int], groups: set[int], grace_s: float = 10.0) -> None:
     """SIGTERM to ``groups`` and ``pids``, SIGKILL to whatever still lives after ``grace_s``."""
-    signal_groups(groups, signal.SIGTERM)
-    signal_pids(pids, signal.SIGTERM)
+    send(signal.SIGTERM, pids, groups)
     deadline = time.monotonic() + grace_s
     while time.monotonic() < deadline:
         if not any(p in pids or st.pgrp in groups
                    for p, st in process_table().items() if st.state != "Z"):
             break
         time.sleep(0.2)
-    signal_groups(groups, signal.SIGKILL)
-    signal_pids(pids, signal.SIGKILL)
+    send(signal.SIGKILL, pids, groups)

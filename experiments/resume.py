@@ -21,7 +21,7 @@ from typing import Any
 from experiments import procs
 from experiments.setup import effective_config
 from fedrec.errors import ConfigError
-from fedrec.results import atomic_write
+from fedrec.results import atomic_write, read_summary_if_any
 
 LAUNCH = "launch.json"
 #: keys that may differ between the first launch and a resume
@@ -58,13 +58,6 @@ def read_launch(run_dir: Path) -> dict[str, Any]:
                           f"readable {LAUNCH}); pass the folder printed after 'run dir:'") from None
 
 
-def read_status(run_dir: Path) -> dict[str, Any]:
-    try:
-        return json.loads((run_dir / "summary.json").read_text())
-    except (OSError, ValueError):
-        return {}   # killed before the ServerApp wrote anything: resumable from round 0
-
-
 def check_resumable(run_dir: Path, summary: Mapping[str, Any]) -> None:
     status = summary.get("status")
     if status == "running" and summary.get("host") == socket.gethostname() \
@@ -91,7 +84,7 @@ def plan_resume(run_dir: Path, given: Mapping[str, Any]) -> tuple[dict[str, Any]
     """
     run_dir = run_dir.resolve()
     launch = read_launch(run_dir)
-    summary = read_status(run_dir)
+    summary = read_summary_if_any(run_dir)   # none: killed before it began, resume round 0
     if summary.get("status") == "finished":
         return None
     check_resumable(run_dir, summary)

@@ -98,12 +98,17 @@ from experiments.checks import (
     ignored_options,
 )
 from experiments.flower_engine import REPO, flower_home, run_flwr, run_inprocess
-from experiments.resume import claim_run_dir, plan_resume, read_status, write_launch
+from experiments.resume import claim_run_dir, plan_resume, write_launch
 from experiments.setup import effective_config, pyproject_defaults, resolve, run_dir_for
 from fedrec.data.registry import PRESETS, resolve_data_root
 from fedrec.errors import ConfigError, FedrecError
 from fedrec.memory import TreeSampler, format_peak
-from fedrec.results import mark_interrupted, record_memory, resume_command
+from fedrec.results import (
+    mark_interrupted,
+    read_summary_if_any,
+    record_memory,
+    resume_command,
+)
 
 
 # --------------------------------------------------------------------------- config
@@ -302,7 +307,7 @@ def launch(engine: str, overrides: dict[str, Any], n_clients: int, run_dir: Path
             except KeyboardInterrupt:
                 mark_interrupted(run_dir, "interrupted by Ctrl-C or SIGTERM")
                 return True
-            summary = read_status(run_dir)
+            summary = read_summary_if_any(run_dir)
             if summary.get("status") != "failed" or not summary.get("restartable") \
                     or attempt == max_restarts:
                 return False
@@ -330,7 +335,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     if prepared is None:
-        summary = read_status(Path(args.resume).resolve())
+        summary = read_summary_if_any(Path(args.resume).resolve())
         print(f"run {Path(args.resume).resolve()} already finished {summary.get('rounds')} rounds; "
               "nothing to resume, nothing changed")
         return 0

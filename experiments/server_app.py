@@ -32,7 +32,6 @@ def run_server(grid: Grid, flat: dict) -> RunRecorder:
     done = checkpoint[0] if checkpoint else 0
     recorder.start({"flat": flat, "strategy_class": f"{cls.__module__}:{cls.__name__}"},
                    resume_round=done)
-    ending = "failed"
     try:
         strategy = cls(cfg=cfg, fed=cls.prepare_data(cfg), recorder=recorder)
         if checkpoint:
@@ -44,7 +43,6 @@ def run_server(grid: Grid, flat: dict) -> RunRecorder:
                 num_rounds=cfg.train.num_rounds - done, round_timeout=timeout))
         else:                      # killed after the last round's checkpoint: write the end
             strategy.finish()      # (its devices' state stays with the hosts; docs/running.md)
-        ending = "finished"
     except BaseException as exc:
         ending = ending_of(exc)
         recorder.write_summary({"status": "interrupted" if ending == "interrupted" else "failed",

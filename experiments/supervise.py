@@ -23,16 +23,17 @@ import time
 from pathlib import Path
 
 from experiments import procs
-from fedrec.memory import process_table
+from fedrec.memory import process_table, read_stat
 
 
 def watch(launcher: int, interval: float = 0.5) -> tuple[set[int], set[int]]:
     """Wait for ``launcher`` to die; returns the (pids, process groups) it had started."""
     pids: set[int] = set()
     groups: set[int] = set()
-    keep = {os.getpgrp()}
-    with open(f"/proc/{launcher}/stat") as fh:   # the launcher's own group (a shell job,
-        keep.add(int(fh.read().rsplit(")", 1)[1].split()[2]))  # or pytest): never signalled
+    stat = read_stat(launcher)
+    if stat is None:
+        raise OSError(f"pid {launcher} is gone")
+    keep = {os.getpgrp(), stat.pgrp}   # the launcher's own group (a shell job, or pytest)
     while procs.alive(launcher):
         table = process_table()
         found = procs.descendants(launcher, table)

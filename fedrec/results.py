@@ -128,7 +128,20 @@ class RunRecorder:
         atomic_write(self.dir / "model.npz", buf.getvalue())
 
     def write_summary(self, summary: dict[str, Any]) -> None:
-        atomic_write(self.dir / "summary.json", json.dumps(_clean(summary), indent=2, sort_keys=True))
+        write_summary(self.dir, summary)
+
+
+def write_summary(run_dir: str | Path, summary: dict[str, Any]) -> None:
+    atomic_write(Path(run_dir) / "summary.json", json.dumps(_clean(summary), indent=2, sort_keys=True))
+
+
+def read_summary_if_any(run_dir: str | Path) -> dict[str, Any]:
+    """The summary, or {} when there is none yet (killed before the ServerApp wrote one) or it
+    cannot be read."""
+    try:
+        return dict(json.loads((Path(run_dir) / "summary.json").read_text()))
+    except (OSError, ValueError):
+        return {}
 
 
 def resume_command(run_dir: str | Path) -> str:
@@ -138,30 +151,20 @@ def resume_command(run_dir: str | Path) -> str:
 def mark_interrupted(run_dir: str | Path, reason: str) -> bool:
     """Turn a summary still saying "running" into "interrupted" (resumable); False when the
     run had already ended (its summary says so) or never started."""
-    path = Path(run_dir) / "summary.json"
-    try:
-        summary = json.loads(path.read_text())
-    except (OSError, ValueError):
-        return False
-    if summary.get("status") != "running":
+    if read_summary_if_any(run_dir).get("status") != "running":
         return False
     rounds = Path(run_dir) / "rounds.jsonl"
     done = len(rounds.read_text().splitlines()) if rounds.is_file() else 0
-    atomic_write(path, json.dumps({"status": "interrupted", "error": reason, "restartable": True,
-                                   "rounds_completed": done, "resume": resume_command(run_dir)},
-                                  indent=2, sort_keys=True))
+    write_summary(run_dir, {"status": "interrupted", "error": reason, "restartable": True,
+                            "rounds_completed": done, "resume": resume_command(run_dir)})
     return True
 
 
 def record_memory(run_dir: str | Path, peak: dict[str, Any]) -> None:
     """Add the launcher's whole-process-tree memory peak (fedrec.memory) to summary.json."""
-    path = Path(run_dir) / "summary.json"
-    try:
-        summary = json.loads(path.read_text())
-    except (OSError, ValueError):
-        return
-    summary["memory_peak_tree"] = peak
-    atomic_write(path, json.dumps(_clean(summary), indent=2, sort_keys=True))
+    summary = read_summary_if_any(run_dir)
+    if summary:
+        write_summary(run_dir, {**summary, "memory_peak_tree": peak})
 
 
 def read_rounds(run_dir: str | Path) -> list[dict[str, Any]]:
