@@ -14,6 +14,7 @@ from fedrec.models.gru4rec import GRU4Rec
 from fedrec.models.mf import MF
 from fedrec.models.ncf import NeuMF
 from fedrec.models.pfedrec import PFedRecModel
+from fedrec.models.sasrec import SASRec
 
 MODELS: dict[str, type[RecModel]] = {
     "mf": MF,
@@ -21,6 +22,7 @@ MODELS: dict[str, type[RecModel]] = {
     "pfedrec": PFedRecModel,
     "gru4rec": GRU4Rec,
     "din": DIN,
+    "sasrec": SASRec,
 }
 
 

@@ -18,6 +18,7 @@ KWARGS: dict[str, dict] = {
     "gru4rec": {"embedding_dim": 8, "hidden_dim": 16, "output_bias": True},
     "gru4rec-sampled": {"embedding_dim": 8, "hidden_dim": 16, "output_bias": True},
     "din": {"dim": 8, "attention_hidden": (8,), "mlp_hidden": (16,)},
+    "sasrec": {"dim": 8, "max_len": 4, "blocks": 1, "dropout": 0.0},  # no dropout: exact checks
 }
 NAMES = list(KWARGS)
 

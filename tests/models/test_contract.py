@@ -16,6 +16,7 @@ PRIVATE = {
     "pfedrec": {"score_fn.0.0.weight", "score_fn.0.0.bias", "score_fn.1.weight", "score_fn.1.bias"},
     "gru4rec": set(),
     "din": set(),
+    "sasrec": set(),
 }
 
 
@@ -96,7 +97,7 @@ def test_overfits_a_handful_of_examples(case: str, one_thread: None) -> None:
 
 
 def test_registry_names_and_unknown_name() -> None:
-    assert list(MODELS) == ["mf", "ncf", "pfedrec", "gru4rec", "din"]
+    assert list(MODELS) == ["mf", "ncf", "pfedrec", "gru4rec", "din", "sasrec"]
     with pytest.raises(ConfigError, match=r"unknown model 'svd'; valid names: \['din', 'gru4rec'"):
         build_model("svd", n_users=1, n_items=2)
 
