@@ -33,6 +33,10 @@ class Batch:
     labels:    FloatTensor [B]   1.0 positive, 0.0 negative (pointwise losses), or None
     neg_items: LongTensor [B, N] negatives for pairwise (BPR) / sampled-softmax losses, or None
     history:   LongTensor [B, L] previous items, right-aligned, left-padded with PAD, or None
+    profile:   LongTensor [B, P] user-profile codes (-1 unknown), for models with profile
+               features (``PatchedDIN``), or None
+    meta:      FloatTensor [B, K] a per-row conditioning vector (DCCL's metapatch: the row's
+               device model), or None
     """
 
     users: torch.Tensor | None = None
@@ -40,6 +44,8 @@ class Batch:
     labels: torch.Tensor | None = None
     neg_items: torch.Tensor | None = None
     history: torch.Tensor | None = None
+    profile: torch.Tensor | None = None
+    meta: torch.Tensor | None = None
 
     def __len__(self) -> int:
         for t in (self.users, self.items, self.history):
