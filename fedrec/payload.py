@@ -16,6 +16,7 @@ i.e. ``np.save``): a device is charged its own arrays, not its share of a fused 
 from __future__ import annotations
 
 import functools
+import hashlib
 import io
 import json
 from dataclasses import dataclass
@@ -133,3 +134,12 @@ def _npy_header_size(dtype: np.dtype, shape: tuple[int, ...], fortran_order: boo
     npy_format.write_array_header_1_0(fp, {"descr": npy_format.dtype_to_descr(dtype),
                                            "fortran_order": fortran_order, "shape": shape})
     return fp.tell()
+
+
+def fingerprint(arrays: dict[str, np.ndarray]) -> int:
+    """A 63-bit content hash of a payload (devices cache a decoded model by it)."""
+    h = hashlib.blake2b(digest_size=8)
+    for name in sorted(arrays):
+        h.update(name.encode())
+        h.update(np.ascontiguousarray(arrays[name]).tobytes())
+    return int.from_bytes(h.digest(), "little") >> 1

@@ -205,6 +205,10 @@ class DeviceStrategy(Strategy):
         raise NotImplementedError(f"{type(self).__name__} declares phase {phase.name!r} "
                                   "but no on_phase")
 
+    def on_evaluated(self, rnd: int, replies: list[DeviceReply]) -> None:
+        """See an evaluating phase's replies (sorted by device id) before they are averaged,
+        e.g. to keep per-device metrics; default nothing."""
+
     def cloud_step(self, phase: Phase, rnd: int) -> dict[str, float]:
         """Run a cloud-only phase (e.g. distillation, nightly matching); returns metrics."""
         raise NotImplementedError(f"{type(self).__name__} declares cloud step {phase.name!r} "
@@ -280,6 +284,7 @@ class DeviceStrategy(Strategy):
             return self._fit_results(rnd, replies, parts)
         if phase.evaluates:
             raise_if_eval_incomplete(rnd, sum(map(len, self._sent.values())), replies)
+            self.on_evaluated(rnd, replies)
             metrics = summarise_eval(replies)
             self.log.eval_done(metrics)
             return metrics

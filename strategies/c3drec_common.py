@@ -15,7 +15,6 @@ encoding) are written to ``<run dir>/c3drec_cloud.json``. Nothing is cached on d
 from __future__ import annotations
 
 import functools
-import hashlib
 from typing import Any, ClassVar
 
 import numpy as np
@@ -33,7 +32,7 @@ from fedrec.c3drec.sparsify import KINDS, encode_tensors, raw_nbytes, sparsity
 from fedrec.c3drec.timeline import TimelineData, build_timeline
 from fedrec.config import DataConfig, RunConfig, protocol_options
 from fedrec.federated import load_for_run
-from fedrec.payload import nbytes
+from fedrec.payload import fingerprint, nbytes
 from fedrec.protocol import Arrays
 from fedrec.results import RunRecorder, atomic_write, dumps
 from strategies.base import DeviceStrategy
@@ -43,15 +42,6 @@ from strategies.base import DeviceStrategy
 def prepare_timeline(data: DataConfig, c3: C3DRecConfig) -> TimelineData:
     """Load and stage the run's dataset once per process (cached by config)."""
     return build_timeline(load_for_run(data), c3.timeline(data.seed, data.max_devices))
-
-
-def fingerprint(arrays: Arrays) -> int:
-    """A 63-bit content hash of a payload (devices cache the decoded model by it)."""
-    h = hashlib.blake2b(digest_size=8)
-    for name in sorted(arrays):
-        h.update(name.encode())
-        h.update(np.ascontiguousarray(arrays[name]).tobytes())
-    return int.from_bytes(h.digest(), "little") >> 1
 
 
 class C3DRecBase(DeviceStrategy):

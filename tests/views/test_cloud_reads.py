@@ -19,6 +19,7 @@ from fedrec.views import RecordingView, cloud_names, cloud_reads, reads_outside_
 from strategies.registry import STRATEGIES
 from tests.c3drec.cases import BASE as C3DREC_TINY
 from tests.c3drec.cases import one_round
+from tests.dccl.cases import TINY as DCCL_TINY
 
 TINY = {"dataset": "synthetic", "synthetic-size": "tiny", "simulate-dropouts": False,
         "num-rounds": 1, "quiet": True, "devices-per-client": 8, "eval-negatives": 5,
@@ -26,7 +27,7 @@ TINY = {"dataset": "synthetic", "synthetic-size": "tiny", "simulate-dropouts": F
 
 
 def flat(name: str) -> dict[str, Any]:
-    extra = C3DREC_TINY if name.startswith("c3drec") else TINY
+    extra = C3DREC_TINY if name.startswith("c3drec") else DCCL_TINY if name == "dccl" else TINY
     return effective_config({}, {**extra, "strategy": name})
 
 

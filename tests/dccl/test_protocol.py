@@ -1,0 +1,102 @@
+"""DCCL end to end: what travels (payload audit), what the rounds report, resume-safe state,
+bad options; and the same numbers through Flower as through the plain loop (slow)."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from clients.dccl_device import THETA, THETA_START
+from experiments import run as er
+from experiments.plain_loop import run_in_process
+from fedrec.errors import ConfigError
+from fedrec.payload import nbytes, unpack
+from fedrec.protocol import EVALUATE, FIT
+from fedrec.results import read_rounds, read_summary
+from strategies.messages import read_reply
+from tests.dccl.cases import TINY
+
+
+@pytest.fixture(scope="module")
+def run(tmp_path_factory):
+    out = tmp_path_factory.mktemp("dccl")
+    return run_in_process({**TINY, "output-dir": str(out), "run-name": "r"}, out / "r", record=True), out / "r"
+
+
+def test_only_the_metapatch_leaves_a_device(run):
+    result, _ = run
+    fits = [read_reply(reply)[0] for _, kind, _, _, reply in result.transport.seen if kind == FIT]
+    replies = [r for batch in fits for r in batch]
+    assert len(replies) == 2 * 30                                   # every device, both rounds
+    for r in replies:
+        assert set(r.upload) == {THETA}
+        assert r.upload[THETA].shape == (4,) and r.upload[THETA].dtype == np.float32
+        assert r.state is None                                      # state stays on the host
+    evals = [read_reply(reply)[0] for _, kind, _, _, reply in result.transport.seen if kind == EVALUATE]
+    assert all(not r.upload for batch in evals for r in batch)      # evaluation uploads nothing
+
+
+def test_each_device_gets_its_own_starting_metapatch(run):
+    result, _ = run
+    starts = {}
+    for _, kind, _, msg, _ in result.transport.seen:
+        if kind == FIT:
+            arrays, header = unpack(msg)
+            for d in header["devices"]:
+                starts[d] = arrays[f"{d}/{THETA_START}"]
+    assert len(starts) == 30 and all(s.shape == (4,) for s in starts.values())
+    assert len({s.tobytes() for s in starts.values()}) > 1         # U(theta, u) per device
+
+
+def test_rounds_report_dccl_e_dccl_m_and_f_and_the_device_file(run):
+    _, run_dir = run
+    rounds = read_rounds(run_dir)
+    assert [r["round"] for r in rounds] == [1, 2]
+    for r in rounds:
+        for key in ("test_hr@10", "agg_e_test_hr@10", "agg_f_test_hr@10", "fm_test_hr@10",
+                    "momodistill_f_loss", "momodistill_basis_loss"):
+            assert 0 <= r[key] < 10, key
+        up = nbytes({THETA: np.zeros(4, np.float32)})                # K floats + npy header
+        assert r["devices_ok"] == 30 and r["bytes_up"] == 30 * up
+    assert "test_full_hr@10" in rounds[-1] and "test_full_hr@10" not in rounds[0]
+    facts = json.loads((run_dir / "dccl_cloud.json").read_text())
+    assert facts["device_trainable"] == 4 and facts["direct_patch_parameters"] == 76 + 22 + 76   # 8->4->8, 4->2->4, 8->4->8
+    header = (run_dir / "dccl_devices.csv").read_text().splitlines()
+    assert len(header) == 31 and "e_test_auc" in header[0] and "train_events" in header[0]
+    assert read_summary(run_dir)["status"] == "finished"
+
+
+def test_metapatch_moves_and_the_same_config_gives_the_same_run(run, tmp_path):
+    result, _ = run
+    again = run_in_process({**TINY, "output-dir": str(tmp_path), "run-name": "r"}, tmp_path / "r")
+    timing = lambda k: k.endswith("wall_s") or k in ("elapsed_s", "eta_s", "fit_s", "round_s")
+    clean = lambda recs: [{k: v for k, v in r.items() if not timing(k)} for r in recs]
+    assert clean(again.strategy.log.records) == clean(result.strategy.log.records)
+    assert np.abs(result.strategy.thetas).max() > 0
+
+
+@pytest.mark.parametrize("key,value,match", [
+    ("dccl-theta-init", "random", "theta-init"),
+    ("dccl-junctions", "1,4", "beyond"),
+    ("dccl-hidden", "32,x", "positive integers"),
+    ("dccl-negatives", 0, "negatives"),
+])
+def test_bad_options_are_one_line_errors(key, value, match):
+    from experiments.setup import effective_config, resolve
+
+    with pytest.raises(ConfigError, match=match):
+        resolve(effective_config({}, {**TINY, key: value}))
+
+
+@pytest.mark.slow
+def test_flower_and_the_plain_loop_give_the_same_rounds(tmp_path):
+    args = ["--engine", "inprocess"]
+    for key, value in {**TINY, "output-dir": str(tmp_path), "run-name": "flwr"}.items():
+        args += ["--set", f"{key}={value}"]
+    assert er.main(args) == 0
+    loop = run_in_process({**TINY, "output-dir": str(tmp_path), "run-name": "loop"}, tmp_path / "loop")
+    timing = lambda k: k.endswith("wall_s") or k in ("elapsed_s", "eta_s", "fit_s", "round_s")
+    clean = lambda recs: [{k: v for k, v in r.items() if not timing(k)} for r in recs]
+    assert clean(read_rounds(tmp_path / "flwr")) == clean(loop.strategy.log.records)
