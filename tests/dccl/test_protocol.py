@@ -100,3 +100,23 @@ def test_flower_and_the_plain_loop_give_the_same_rounds(tmp_path):
     timing = lambda k: k.endswith("wall_s") or k in ("elapsed_s", "eta_s", "fit_s", "round_s")
     clean = lambda recs: [{k: v for k, v in r.items() if not timing(k)} for r in recs]
     assert clean(read_rounds(tmp_path / "flwr")) == clean(loop.strategy.log.records)
+
+
+def test_a_cohort_of_devices_equals_one_device_at_a_time(run):
+    """The host's cohort path (one batched MetaPatch for 30 devices) gives each device the
+    metapatch and metrics it gets alone."""
+    from experiments.plain_loop import run_devices
+    from strategies.dccl import DCCL
+
+    result, _ = run
+    s, cfg = result.strategy, result.cfg
+    logic = DCCL.device_cls(cfg, DCCL.prepare_data(cfg))
+    ids = list(range(30))
+    own = {d: {THETA_START: s.theta_start[d]} for d in ids}
+    whole, alone = (run_devices(logic, FIT, 1, ids, s.global_arrays, own, 0, {}, cohort)
+                    for cohort in (30, 1))
+    for a, b in zip(whole, alone, strict=True):
+        np.testing.assert_allclose(a.upload[THETA], b.upload[THETA], rtol=1e-5, atol=1e-6)
+        assert a.num_examples == b.num_examples > 0
+        for k in a.metrics:
+            assert a.metrics[k] == pytest.approx(b.metrics[k], abs=1e-5), k
