@@ -1,0 +1,191 @@
+"""DCCL's experiments (Yao et al., KDD 2021; docs/dccl.md): one command each, results as
+json + markdown (+ png) under ``--out/<run-config stem>/``.
+
+    python -m experiments.dccl table2 --run-config experiments/dccl_ml1m.toml
+    python -m experiments.dccl table4 --run-config experiments/dccl_taobao.toml
+    python -m experiments.dccl rounds --run-config experiments/dccl_taobao.toml --values 1,2,4
+    python -m experiments.dccl sweep meta-dim --run-config ... --values 8,16,32,64
+    python -m experiments.dccl sweep beta --run-config ... --values 0,0.01,0.1,1
+
+Protocol (the paper's): leave-last-out test, ``eval-negatives`` sampled items the user never
+touched (100), HR@1/5/10 and NDCG@5/10 in percent; also the full ranking (every item, the
+user's training items excluded) of the same test event. DCCL pre-trains f on the first half
+(in time) of each user's training events and runs its rounds on the second half; the
+baselines (MF, NeuMF, SASRec, DIN) train centrally on both halves. Which model is scored:
+DIN = f trained centrally, "f (pre-trained)" = DCCL's f before the round, DCCL-e = f + the
+device's MetaPatch, DCCL-m = f and Theta after MoMoDistill with U(theta, u) (the paper's DCCL).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from experiments.plain_loop import run_in_process
+from experiments.run import parse_sets, read_run_config
+from experiments.setup import effective_config, resolve
+from fedrec.config import protocol_options
+from fedrec.dccl.central import CentralSpec, ranks_summary, train_central
+from fedrec.dccl.config import DCCLConfig
+from fedrec.dccl.scoring import evaluate_devices
+from fedrec.dccl.train import fit_epochs
+from fedrec.results import atomic_write, dumps
+from strategies.dccl import DCCL
+
+COLS = ("hr@1", "hr@5", "hr@10", "ndcg@5", "ndcg@10", "full_hr@10", "full_ndcg@10", "auc")
+
+
+def log(msg: str) -> None:
+    print(f"[dccl {time.strftime('%H:%M:%S')}] {msg}", flush=True)
+
+
+def pick(record: dict[str, Any], prefix: str) -> dict[str, float]:
+    """Test metrics of one scored model from a round record (``prefix``: "" DCCL-m, "agg_e_"
+    DCCL-e, "agg_f_" f before the round, "fm_" f after MoMoDistill)."""
+    out = {}
+    for c in COLS:
+        key = f"{prefix}test_{c}"
+        if key in record:
+            out[c] = float(record[key])
+    return out
+
+
+def run_dccl(flat: dict[str, Any], run_dir: Path) -> dict[str, Any]:
+    """One DCCL run in this process; its per-round records and scored models."""
+    t0 = time.perf_counter()
+    run = run_in_process(flat, run_dir)
+    records = run.strategy.log.records
+    last = records[-1]
+    return {"DCCL-m": pick(last, ""), "DCCL-e": pick(last, "agg_e_"),
+            "f (pre-trained)": pick(records[0], "agg_f_"), "f after MoMoDistill": pick(last, "fm_"),
+            "rounds": [{"round": r["round"], **pick(r, ""), "e": pick(r, "agg_e_")} for r in records],
+            "facts": run.strategy.facts, "wall_s": time.perf_counter() - t0}
+
+
+def central_din(flat: dict[str, Any]) -> dict[str, float]:
+    """DIN (f, no patches) trained centrally on both halves, scored like DCCL."""
+    cfg, _ = resolve(effective_config({}, {**flat, "strategy": "dccl"}))
+    view = DCCL.prepare_data(cfg)
+    strat = DCCL.__new__(DCCL)              # only its data helpers: no pre-training
+    strat.cfg, strat.opt, strat.cloud = cfg, protocol_options(cfg, DCCLConfig), view.cloud()
+    model = strat.model()
+    o = strat.opt
+    fit_epochs(model, model.backbone_names(), lambda e: strat.rows(-1, e), strat.codes,
+               lambda rows: None, None, epochs=o.pretrain_epochs, lr=o.cloud_lr,
+               batch=o.cloud_batch, beta=0.0, seed=cfg.train.seed,
+               progress=lambda m: log(f"DIN {m}"))
+    devs = [view.device(d) for d in range(view.n_devices)]
+    codes = strat.codes
+    per = evaluate_devices(model, devs, codes, None, o.full_ranking)
+    return {c: float(np.mean([m[f"test_{c}"] for m in per if f"test_{c}" in m])) for c in COLS
+            if any(f"test_{c}" in m for m in per)}
+
+
+def central(flat: dict[str, Any], model: str, epochs: int) -> dict[str, float]:
+    cfg, _ = resolve(effective_config({}, {**flat, "strategy": "dccl"}))
+    view = DCCL.prepare_data(cfg)
+    dim = 50 if model == "sasrec" else 32
+    res = train_central(view, CentralSpec(model=model, dim=dim, epochs=epochs, seed=cfg.train.seed),
+                        progress=lambda m: log(f"{model} {m}"))
+    out = {k.lower(): v for k, v in ranks_summary(res.sampled_ranks).items()}
+    out.update({f"full_{k.lower()}": v for k, v in ranks_summary(res.full_ranks).items()})
+    return out
+
+
+def table2(base: dict[str, Any], out: Path, rows: tuple[str, ...], epochs: int) -> dict[str, Any]:
+    result: dict[str, Any] = {}
+    if "dccl" in rows:
+        r = run_dccl(base, out / "dccl")
+        for name in ("f (pre-trained)", "DCCL-e", "DCCL-m", "f after MoMoDistill"):
+            result[name] = r[name]
+        result["_dccl_facts"] = r["facts"]
+        log(f"DCCL-m {r['DCCL-m']}")
+    if "din" in rows:
+        result["DIN"] = central_din(base)
+        log(f"DIN {result['DIN']}")
+    for model, name in (("mf", "MF"), ("neumf", "NeuMF"), ("sasrec", "SASRec")):
+        if model in rows:
+            result[name] = central(base, model, epochs)
+            log(f"{name} {result[name]}")
+    return result
+
+
+def markdown(rows: dict[str, Any], title: str) -> str:
+    lines = [f"### {title}", "", "| model | " + " | ".join(COLS) + " |",
+             "|---|" + "---|" * len(COLS)]
+    for name, m in rows.items():
+        if name.startswith("_") or not isinstance(m, dict):
+            continue
+        cells = [f"{100 * m[c]:.2f}" if c in m else "" for c in COLS]
+        lines.append(f"| {name} | " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def save(rows: dict[str, Any], out: Path, name: str, title: str, meta: dict[str, Any],
+         merge: bool = False) -> None:
+    out.mkdir(parents=True, exist_ok=True)
+    path = out / f"{name}.json"
+    if merge and path.exists():
+        rows = {**json.loads(path.read_text())["rows"], **rows}
+    atomic_write(path, dumps({"meta": meta, "rows": rows}))
+    atomic_write(out / f"{name}.md", markdown(rows, title))
+    print(markdown(rows, title))
+
+
+def variants(base: dict[str, Any], out: Path, key: str, values: list[str]) -> dict[str, Any]:
+    """DCCL with ``key`` set to each value (the pre-trained f is shared where it can be)."""
+    rows: dict[str, Any] = {}
+    for v in values:
+        r = run_dccl({**base, key: v}, out / f"{key}-{v}")
+        rows[f"{key}={v}"] = {**r["DCCL-m"], "e": r["DCCL-e"], "f": r["f (pre-trained)"],
+                              "rounds": r["rounds"]}
+        log(f"{key}={v}: DCCL-m {r['DCCL-m']}")
+    return rows
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(prog="python -m experiments.dccl", description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("experiment", choices=["table2", "table4", "rounds", "sweep"])
+    p.add_argument("what", nargs="?", help="sweep: a dccl option, e.g. meta-dim or beta")
+    p.add_argument("--run-config", required=True)
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE")
+    p.add_argument("--values", default="", help="comma-separated values (rounds, sweep)")
+    p.add_argument("--rows", default="dccl,din,mf,neumf,sasrec", help="table2 rows")
+    p.add_argument("--epochs", type=int, default=5, help="epochs of MF/NeuMF/SASRec")
+    p.add_argument("--out", default="runs/dccl")
+    return p.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    torch.set_num_threads(2)
+    base = {**read_run_config(args.run_config), **parse_sets(args.set), "quiet": True}
+    out = Path(args.out) / Path(args.run_config).stem
+    meta = {"run_config": args.run_config, "base": base, "started": time.strftime("%FT%T")}
+    values = [v for v in args.values.split(",") if v]
+    if args.experiment == "table2":
+        rows = tuple(args.rows.split(","))
+        save(table2(base, out, rows, args.epochs), out, "table2", "Table 2", meta, merge=True)
+    elif args.experiment == "table4":
+        save(variants(base, out, "dccl-junctions", ["1", "2", "3", "1,2,3"]), out, "table4",
+             "Table 4: one junction at a time", meta)
+    elif args.experiment == "rounds":
+        save(variants(base, out, "num-rounds", values or ["1", "2", "4"]), out, "rounds",
+             "Fig. 5: rounds over the DCCL half", meta)
+    else:
+        if not args.what or not values:
+            raise SystemExit("sweep needs an option (e.g. meta-dim, beta) and --values")
+        save(variants(base, out, f"dccl-{args.what}", values), out, f"sweep_{args.what}",
+             f"sweep of dccl-{args.what}", meta)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
