@@ -40,10 +40,12 @@ from fedrec.config import RunConfig, protocol_options
 from fedrec.dccl.config import PREFIX, DCCLConfig
 from fedrec.dccl.data import CTRRows, cloud_rows
 from fedrec.dccl.train import fit_epochs, frozen_copy, row_logits
+from fedrec.errors import ConfigError
 from fedrec.models.patched_din import PatchedDIN
 from fedrec.payload import nbytes
 from fedrec.protocol import EVALUATE, FIT, Arrays, DeviceReply
 from fedrec.results import RunRecorder, atomic_write, dumps
+from fedrec.threat_config import parse_threat_config
 from fedrec.views.samples import SampleView, prepare_samples
 from strategies.base import DeviceStrategy, Phase
 from strategies.rounds import mean_metrics
@@ -80,6 +82,17 @@ class DCCL(DeviceStrategy):
         self.opt = protocol_options(cfg, DCCLConfig)
         super().__init__(cfg=cfg, fed=fed, recorder=recorder)
         self.last_eval: dict[int, dict[str, float]] = {}
+
+    @classmethod
+    def check(cls, cfg: RunConfig) -> None:
+        if cfg.train.model not in ("", "patched-din"):
+            raise ConfigError(f"dccl trains its PatchedDIN (DIN + model patches), not "
+                              f"model={cfg.train.model!r}; drop the model key (the baselines: "
+                              "python -m experiments.dccl table2)")
+        ldp = parse_threat_config(cfg.raw_dict()).ldp.mechanism
+        if ldp != "none":
+            raise ConfigError(f"ldp={ldp} would noise the metapatches, but DCCL's cloud reads "
+                              "every device's logs (Sec. 3), so it protects nothing; use ldp=none")
 
     @classmethod
     def prepare_data(cls, cfg: RunConfig) -> SampleView:

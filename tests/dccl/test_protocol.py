@@ -82,6 +82,8 @@ def test_metapatch_moves_and_the_same_config_gives_the_same_run(run, tmp_path):
     ("dccl-junctions", "1,4", "beyond"),
     ("dccl-hidden", "32,x", "positive integers"),
     ("dccl-negatives", 0, "negatives"),
+    ("model", "mf", "PatchedDIN"),
+    ("ldp", "laplace", "protects nothing"),
 ])
 def test_bad_options_are_one_line_errors(key, value, match):
     from experiments.setup import effective_config, resolve
