@@ -6,6 +6,7 @@ json + markdown (+ png) under ``--out/<run-config stem>/``.
     python -m experiments.dccl rounds --run-config experiments/dccl_taobao.toml --values 1,2,4
     python -m experiments.dccl sweep meta-dim --run-config ... --values 8,16,32,64
     python -m experiments.dccl sweep beta --run-config ... --values 0,0.01,0.1,1
+    python -m experiments.dccl fig4 --run-config experiments/dccl_ml1m.toml   (after table2)
 
 Protocol (the paper's): leave-last-out test, ``eval-negatives`` sampled items the user never
 touched (100), HR@1/5/10 and NDCG@5/10 in percent; also the full ranking (every item, the
@@ -27,6 +28,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from experiments.dccl_plots import group_auc, plot_groups, plot_rounds, plot_sweep
 from experiments.plain_loop import run_in_process
 from experiments.run import parse_sets, read_run_config
 from experiments.setup import effective_config, resolve
@@ -152,7 +154,7 @@ def variants(base: dict[str, Any], out: Path, key: str, values: list[str]) -> di
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p = argparse.ArgumentParser(prog="python -m experiments.dccl", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("experiment", choices=["table2", "table4", "rounds", "sweep"])
+    p.add_argument("experiment", choices=["table2", "table4", "rounds", "sweep", "fig4"])
     p.add_argument("what", nargs="?", help="sweep: a dccl option, e.g. meta-dim or beta")
     p.add_argument("--run-config", required=True)
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE")
@@ -174,16 +176,24 @@ def main(argv: list[str] | None = None) -> int:
         rows = tuple(args.rows.split(","))
         save(table2(base, out, rows, args.epochs), out, "table2", "Table 2", meta, merge=True)
     elif args.experiment == "table4":
-        save(variants(base, out, "dccl-junctions", ["1", "2", "3", "1,2,3"]), out, "table4",
-             "Table 4: one junction at a time", meta)
+        rows = variants(base, out, "dccl-junctions", ["1", "2", "3", "1,2,3"])
+        save(rows, out, "table4", "Table 4: one junction at a time", meta)
+        plot_sweep(rows, out / "table4.png", f"patched junctions ({out.name})")
     elif args.experiment == "rounds":
-        save(variants(base, out, "num-rounds", values or ["1", "2", "4"]), out, "rounds",
-             "Fig. 5: rounds over the DCCL half", meta)
+        rows = variants(base, out, "num-rounds", values or ["1", "2", "4"])
+        save(rows, out, "rounds", "Fig. 5: rounds over the DCCL half", meta)
+        plot_rounds(rows, out / "rounds.png", f"DCCL-m per round ({out.name})")
+    elif args.experiment == "fig4":
+        groups = group_auc(out / "dccl" / "dccl_devices.csv")
+        atomic_write(out / "fig4.json", dumps({"meta": meta, "groups": groups}))
+        plot_groups(groups, out / "fig4.png", f"macro-AUC by activity group ({out.name})")
+        print(json.dumps(groups))
     else:
         if not args.what or not values:
             raise SystemExit("sweep needs an option (e.g. meta-dim, beta) and --values")
-        save(variants(base, out, f"dccl-{args.what}", values), out, f"sweep_{args.what}",
-             f"sweep of dccl-{args.what}", meta)
+        rows = variants(base, out, f"dccl-{args.what}", values)
+        save(rows, out, f"sweep_{args.what}", f"sweep of dccl-{args.what}", meta)
+        plot_sweep(rows, out / f"sweep_{args.what}.png", f"dccl-{args.what} ({out.name})")
     return 0
 
 
