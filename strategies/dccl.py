@@ -22,6 +22,7 @@ from __future__ import annotations
 import csv
 import io
 import time
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
@@ -51,6 +52,9 @@ from strategies.base import DeviceStrategy, Phase
 from strategies.rounds import mean_metrics
 
 DISTILL = "momodistill"
+#: rows -> their metapatches [N, K] (None: f alone); rows -> teacher logits [N]
+MetaFn = Callable[[CTRRows], torch.Tensor | None]
+TeacherFn = Callable[[CTRRows], np.ndarray]
 #: the pre-trained f of the last configuration (pretrain_key -> (f arrays, losses)): arms of
 #: one experiment that differ only in K, beta, junctions or device options share it
 PRETRAINED: dict[tuple, tuple[Arrays, list[float]]] = {}
@@ -134,7 +138,7 @@ class DCCL(DeviceStrategy):
         with torch.no_grad():
             return model.encoder(torch.from_numpy(self.thetas), self.onehot_all(model)).numpy()
 
-    def meta_fn(self, model: PatchedDIN, thetas: torch.Tensor):
+    def meta_fn(self, model: PatchedDIN, thetas: torch.Tensor) -> MetaFn:
         """Rows -> U(theta_owner, u_owner): the proxy device models of Eq. 7."""
         codes = self.codes
 
@@ -143,8 +147,9 @@ class DCCL(DeviceStrategy):
             return model.encoder(thetas[torch.from_numpy(rows.owner)], prof)
         return meta
 
-    def train(self, model: PatchedDIN, names: list[str], rnd: int, epochs: int, meta, teacher,
-              what: str) -> list[float]:
+    def train(self, model: PatchedDIN, names: list[str], rnd: int, epochs: int, meta: MetaFn,
+              teacher: TeacherFn | None, what: str) -> list[float]:
+        """``fit_epochs`` of the parameters ``names`` on round ``rnd``'s cloud rows."""
         o = self.opt
         say = None if self.cfg.output.quiet else (lambda m: print(f"dccl {what}: {m}", flush=True))
         return fit_epochs(model, names, lambda e: self.rows(rnd, e), self.codes, meta, teacher,
