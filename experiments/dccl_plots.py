@@ -40,7 +40,7 @@ def group_auc(devices_csv: Path, n_groups: int = 20) -> dict[str, list[float]]:
 def plot_groups(groups: dict[str, list[float]], path: Path, title: str) -> None:
     fig, ax = plt.subplots(figsize=(7, 3.8))
     x = np.arange(1, len(groups["test_auc"]) + 1)
-    for key, label in (("f_test_auc", "DIN (f, pre-trained)"), ("e_test_auc", "DCCL-e"),
+    for key, label in (("f_test_auc", "f pre-trained (DIN on the first half)"), ("e_test_auc", "DCCL-e"),
                        ("test_auc", "DCCL-m")):
         ax.plot(x, groups[key], marker="o", ms=3, label=label)
     ax.set_xlabel("user group (1 = most active ... 20 = long tail)")
