@@ -24,7 +24,7 @@ import torch
 from clients.device import DeviceLogic
 from fedrec.config import RunConfig, protocol_options
 from fedrec.dccl.config import DCCLConfig
-from fedrec.dccl.data import CTRRows, device_rows
+from fedrec.dccl.data import CTRRows, activity_codes, device_rows
 from fedrec.dccl.scoring import KS, evaluate_devices
 from fedrec.dccl.train import metapatch_fit
 from fedrec.models.patched_din import PatchedDIN
@@ -162,10 +162,11 @@ class DCCLDevice(DeviceLogic):
         return float(FLOAT_BYTES * (params + acts))
 
     # ------------------------------------------------------------------ evaluate
-    def profiles(self, devs: list[DeviceSamples]) -> np.ndarray | None:
+    def profiles(self, devs: list[DeviceSamples]) -> np.ndarray:
+        """Profile codes [D, P]; the activity profile where the data has none."""
         codes = [d.profile for d in devs]
         if any(c is None for c in codes):
-            return None
+            return activity_codes(np.array([(d.part <= DEVICE).sum() for d in devs]))
         return np.stack([np.asarray(c) for c in codes]).astype(np.int64)
 
     def scores(self, model: PatchedDIN, devs: list[DeviceSamples], profiles: np.ndarray | None,

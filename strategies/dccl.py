@@ -39,7 +39,7 @@ from clients.dccl_device import (
 )
 from fedrec.config import RunConfig, protocol_options
 from fedrec.dccl.config import PREFIX, DCCLConfig
-from fedrec.dccl.data import CTRRows, cloud_rows
+from fedrec.dccl.data import ACTIVITY_LEVELS, CTRRows, activity_codes, cloud_rows
 from fedrec.dccl.train import fit_epochs, frozen_copy, row_logits
 from fedrec.errors import ConfigError
 from fedrec.models.patched_din import PatchedDIN
@@ -108,10 +108,14 @@ class DCCL(DeviceStrategy):
 
     # ------------------------------------------------------------------ cloud data
     @property
-    def codes(self) -> np.ndarray | None:
-        """Every user's profile codes [U, P] (the cloud may read them, Sec. 3.3)."""
+    def codes(self) -> np.ndarray:
+        """Every user's profile codes [U, P] (the cloud may read them, Sec. 3.3); the activity
+        profile (``activity_codes``) where the data has none."""
         prof = self.cloud.profiles
-        return None if prof is None else prof.codes.astype(np.int64)
+        if prof is None:
+            owner = self.cloud.logs.owner
+            return activity_codes(np.bincount(owner, minlength=self.cloud.n_devices))
+        return prof.codes.astype(np.int64)
 
     def rows(self, rnd: int, epoch: int) -> CTRRows:
         """The cloud's rows of round ``rnd`` (0: the pre-training half) for ``epoch``."""
@@ -120,14 +124,18 @@ class DCCL(DeviceStrategy):
                           o.history_len, o.negatives, d.seed, 1000 * (rnd + 1) + epoch)
 
     def model(self) -> PatchedDIN:
-        sizes = () if self.cloud.profiles is None else tuple(int(s) for s in self.cloud.profiles.sizes)
+        sizes = tuple(int(s) for s in self.profile_sizes())
         model = build_model(self.opt, self.cloud.n_items, self.cloud.items, sizes,
                             seed=self.cfg.train.seed)
         return model
 
     def download(self, model: PatchedDIN) -> Arrays:
-        sizes = [] if self.cloud.profiles is None else list(self.cloud.profiles.sizes)
-        return {**model_arrays(model), PROFILE_SIZES: np.asarray(sizes, np.int64)}
+        return {**model_arrays(model), PROFILE_SIZES: self.profile_sizes()}
+
+    def profile_sizes(self) -> np.ndarray:
+        """Codes per profile column [P] (the activity profile: one column)."""
+        prof = self.cloud.profiles
+        return np.array([ACTIVITY_LEVELS] if prof is None else prof.sizes, np.int64)
 
     def onehot_all(self, model: PatchedDIN) -> torch.Tensor | None:
         codes = self.codes

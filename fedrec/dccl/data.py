@@ -15,7 +15,7 @@ from dataclasses import dataclass, fields
 import numpy as np
 
 from fedrec.views.config import DEVICE, PRE
-from fedrec.views.draws import NEGATIVE_STREAM, Touched, draw_excluding, row_keys
+from fedrec.views.draws import Touched, draw_excluding, row_keys
 from fedrec.views.samples import CloudLogs, DeviceSamples, resample_negatives
 
 #: the cloud's own negative draws (independent of the devices' streams)
@@ -116,5 +116,16 @@ def cloud_rows(logs: CloudLogs, n_items: int, rnd: int, n_rounds: int, length: i
     return with_negatives(logs.owner[rows], logs.item[rows], hist, neg)
 
 
-__all__ = ["CLOUD_STREAM", "NEGATIVE_STREAM", "CTRRows", "cloud_rows", "device_rows",
-           "interval_of", "log_histories", "log_positions"]
+
+
+#: codes of the activity profile (data without user profiles): floor(log2(training events))
+ACTIVITY_LEVELS = 8
+
+
+def activity_codes(n_events: np.ndarray) -> np.ndarray:
+    """The profile u of data without one (docs/dccl.md, decision 17): each user's training
+    events (pre-training and DCCL halves) bucketed as min(floor(log2(n)), 7). Both halves know
+    the count (the device from its own sequence, the cloud from its logs), and U(0, u) is no
+    longer 0 for every user, so Theta learns in pre-training. int [U] -> int64 [U, 1]"""
+    n = np.maximum(np.asarray(n_events, np.int64), 1)
+    return np.minimum(np.floor(np.log2(n)), ACTIVITY_LEVELS - 1).astype(np.int64)[:, None]

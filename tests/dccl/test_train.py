@@ -102,3 +102,22 @@ def test_activity_groups_are_equal_sized_and_sorted_by_activity():
     assert np.bincount(g).tolist() == [2, 2, 2, 2]
     assert g[1] == 0 and g[5] == 0 and g[4] == 3 and g[6] == 3     # most active first
     assert g[7] == 1 and (g[2], g[3]) == (1, 2)                      # ties in device order
+
+
+def test_activity_codes_bucket_log2_of_the_training_events():
+    from fedrec.dccl.data import activity_codes
+
+    assert activity_codes(np.array([0, 1, 3, 4, 255, 256, 10**6]))[:, 0].tolist() == [0, 0, 1, 2, 7, 7, 7]
+
+
+def test_device_and_cloud_give_a_profileless_user_the_same_activity_code(tiny_view):
+    from clients.dccl_device import DCCLDevice
+    from fedrec.dccl.data import activity_codes
+    from fedrec.views.config import DEVICE
+
+    devs = [tiny_view.device(d) for d in range(tiny_view.n_devices)]
+    assert devs[0].profile is None                                 # the synthetic data has none
+    cloud = activity_codes(np.bincount(tiny_view.cloud().logs.owner, minlength=len(devs)))
+    mine = DCCLDevice.profiles(None, devs)                          # type: ignore[arg-type]
+    np.testing.assert_array_equal(mine, cloud)
+    assert len(np.unique(cloud)) > 1 and all((d.part <= DEVICE).sum() > 0 for d in devs)
