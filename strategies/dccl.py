@@ -20,6 +20,7 @@ Per-device metrics of the last evaluation go to ``dccl_devices.csv`` (Fig. 4's g
 from __future__ import annotations
 
 import csv
+import functools
 import io
 import time
 from collections.abc import Callable
@@ -156,11 +157,12 @@ class DCCL(DeviceStrategy):
         return meta
 
     def train(self, model: PatchedDIN, names: list[str], rnd: int, epochs: int, meta: MetaFn,
-              teacher: TeacherFn | None, what: str) -> list[float]:
+              teacher: TeacherFn | None, what: str,
+              rows_of: Callable[[int, int], CTRRows] | None = None) -> list[float]:
         """``fit_epochs`` of the parameters ``names`` on round ``rnd``'s cloud rows."""
-        o = self.opt
+        o, rows_of = self.opt, rows_of or self.rows
         say = None if self.cfg.output.quiet else (lambda m: print(f"dccl {what}: {m}", flush=True))
-        return fit_epochs(model, names, lambda e: self.rows(rnd, e), self.codes, meta, teacher,
+        return fit_epochs(model, names, lambda e: rows_of(rnd, e), self.codes, meta, teacher,
                           epochs=epochs, lr=o.cloud_lr, batch=o.cloud_batch, beta=o.beta,
                           seed=self.cfg.train.seed * 1000 + rnd, progress=say)
 
@@ -217,15 +219,17 @@ class DCCL(DeviceStrategy):
         old, thetas = frozen_copy(model), torch.from_numpy(self.thetas)
         teacher = lambda rows: row_logits(
             old, rows, self.codes, lambda r: thetas[torch.from_numpy(r.owner)])
+        # steps 1 and 2 read the same rows per epoch: with one epoch (the default) build them once
+        rows_of = functools.lru_cache(maxsize=1)(self.rows)
         step1 = self.train(model, model.backbone_names(), rnd, self.opt.distill_epochs,
-                           lambda rows: None, teacher, f"round {rnd} Eq. 5")
+                           lambda rows: None, teacher, f"round {rnd} Eq. 5", rows_of)
         step2 = self.train(model, model.basis_names(), rnd, self.opt.distill_epochs,
-                           self.meta_fn(model, thetas), teacher, f"round {rnd} Eq. 7")
+                           self.meta_fn(model, thetas), teacher, f"round {rnd} Eq. 7", rows_of)
         self.theta_start = self.starts(model)
         self.global_arrays = self.download(model)
         return {"f_loss": step1[-1] if step1 else float("nan"),
                 "basis_loss": step2[-1] if step2 else float("nan"),
-                "rows": float(len(self.rows(rnd, 0)))}
+                "rows": float(len(rows_of(rnd, 0)))}
 
     def on_evaluated(self, rnd: int, replies: list[DeviceReply]) -> None:
         for r in replies:
