@@ -162,12 +162,13 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--rows", default="dccl,din,mf,neumf,sasrec", help="table2 rows")
     p.add_argument("--epochs", type=int, default=5, help="epochs of MF/NeuMF/SASRec")
     p.add_argument("--out", default="runs/dccl")
+    p.add_argument("--threads", type=int, default=2, help="torch threads (1 beside other jobs)")
     return p.parse_args(argv)
 
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    torch.set_num_threads(2)
+    torch.set_num_threads(args.threads)
     base = {**read_run_config(args.run_config), **parse_sets(args.set), "quiet": True}
     out = Path(args.out) / Path(args.run_config).stem
     meta = {"run_config": args.run_config, "base": base, "started": time.strftime("%FT%T")}
