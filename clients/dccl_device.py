@@ -138,14 +138,13 @@ class DCCLDevice(DeviceLogic):
         theta0 = torch.from_numpy(np.stack([self.start(t) for t in tasks]))
         theta, loss = metapatch_fit(model, rows, profiles, theta0, lr=self.opt.device_lr,
                                     batch=self.opt.device_batch)
-        before = self.scores(model, devs, profiles, None, "f_")
-        after = self.scores(model, devs, profiles, theta, "e_")
+        scored = self.scores(model, devs, profiles, {"f_": None, "e_": theta})
         flops = row_flops(model, self.opt.history_len, self.opt.meta_dim)
         replies = []
         for i, t in enumerate(tasks):
             n = sum(len(r) for r in rows[i])
             th = theta[i].numpy().astype(np.float32)
-            metrics = {**before[i], **after[i]}
+            metrics = scored[i]
             if n:
                 metrics["loss"] = float(loss[i])
             replies.append(DeviceReply(
@@ -170,8 +169,10 @@ class DCCLDevice(DeviceLogic):
         return np.stack([np.asarray(c) for c in codes]).astype(np.int64)
 
     def scores(self, model: PatchedDIN, devs: list[DeviceSamples], profiles: np.ndarray | None,
-               meta: torch.Tensor | None, prefix: str, full: bool = False) -> list[dict[str, float]]:
-        return evaluate_devices(model, devs, profiles, meta, full, prefix, self.eval_ks)
+               models: dict[str, torch.Tensor | None], full: str | None = None
+               ) -> list[dict[str, float]]:
+        """``evaluate_devices`` at this device's cut-offs (models: prefix -> metas or None)."""
+        return evaluate_devices(model, devs, profiles, models, full, self.eval_ks)
 
     def evaluate_many(self, tasks: list[DeviceTask]) -> list[DeviceReply]:
         """DCCL-m (new f and Theta, starting metapatch U(theta, u)) and the new f alone."""
@@ -181,8 +182,7 @@ class DCCLDevice(DeviceLogic):
         profiles = self.profiles(devs)
         full = bool(tasks[0].config.get("full_ranking", False))
         meta = torch.from_numpy(np.stack([self.start(t) for t in tasks]))
-        main = self.scores(model, devs, profiles, meta, "", full)
-        alone = self.scores(model, devs, profiles, None, "fm_")
+        scored = self.scores(model, devs, profiles, {"": meta, "fm_": None}, "" if full else None)
         return [DeviceReply(device_id=t.device_id,
-                            metrics={**m, **a, "train_events": float((d.part <= DEVICE).sum())})
-                for t, d, m, a in zip(tasks, devs, main, alone, strict=True)]
+                            metrics={**m, "train_events": float((d.part <= DEVICE).sum())})
+                for t, d, m in zip(tasks, devs, scored, strict=True)]

@@ -84,7 +84,7 @@ def central_din(flat: dict[str, Any]) -> dict[str, float]:
                progress=lambda m: log(f"DIN {m}"))
     devs = [view.device(d) for d in range(view.n_devices)]
     codes = strat.codes
-    per = evaluate_devices(model, devs, codes, None, o.full_ranking)
+    per = evaluate_devices(model, devs, codes, {"": None}, "" if o.full_ranking else None)
     return {c: float(np.mean([m[f"test_{c}"] for m in per if f"test_{c}" in m])) for c in COLS
             if any(f"test_{c}" in m for m in per)}
 

@@ -87,3 +87,19 @@ def test_encoder_depends_only_on_the_profile_at_theta_zero():
     torch.testing.assert_close(out[0], out[1])
     assert not torch.allclose(out[0], out[2])
     assert u.shape == (3, 5) and float(u[2, 2:].sum()) == 0.0   # unknown code: all zero
+
+
+def test_frozen_features_in_small_passes_equal_one_pass(monkeypatch):
+    import fedrec.models.patched_din as pd
+
+    m, b = model(), batch(B=7)
+    cand = torch.randint(0, 30, (7, 5), generator=torch.Generator().manual_seed(4))
+    whole = m.features(b, m.items(cand))
+    monkeypatch.setattr(pd, "ATTENTION_PAIRS", 2 * 5 * 7)               # 2 rows per pass
+    parts = m.frozen_features(b.history, b.profile, cand)
+    assert not parts.requires_grad
+    torch.testing.assert_close(parts, whole, rtol=0, atol=1e-6)
+    meta = torch.randn(7, 32)
+    torch.testing.assert_close(m.head(parts, meta), m.score(batch(B=7, meta=meta), cand),
+                               rtol=0, atol=1e-6)
+    assert m.frozen_features(b.history[:0], b.profile[:0], cand[:0]).shape == (0, 5, m.in_width)

@@ -121,3 +121,37 @@ def test_device_and_cloud_give_a_profileless_user_the_same_activity_code(tiny_vi
     mine = DCCLDevice.profiles(None, devs)                          # type: ignore[arg-type]
     np.testing.assert_array_equal(mine, cloud)
     assert len(np.unique(cloud)) > 1 and all((d.part <= DEVICE).sum() > 0 for d in devs)
+
+
+def test_micro_batches_give_the_mini_batch_gradient(monkeypatch):
+    """fit_epochs accumulates MICRO_ROWS passes into one Adam step: the same training as one
+    pass per mini-batch (f trained, and f frozen with Theta trained)."""
+    import fedrec.dccl.train as tr
+
+    torch.set_num_threads(1)
+    r = rows(np.random.default_rng(1), 0, 23)
+    prof = np.zeros((1, 1), np.int64)
+
+    def train(micro: int, basis: bool) -> tuple[list[float], list[torch.Tensor], list[torch.Tensor]]:
+        monkeypatch.setattr(tr, "MICRO_ROWS", micro)
+        m = PatchedDIN(n_items=40, categories=np.arange(40) % 3, profile_sizes=(2,), meta_dim=8,
+                       hidden=(8, 4, 8), attention_hidden=(8,), seed=0)
+        names = m.basis_names() if basis else m.backbone_names()
+        start = [p.detach().clone() for p in m.group(names)]
+
+        def meta(p: CTRRows) -> torch.Tensor | None:
+            u = m.onehot(torch.from_numpy(prof[p.owner]))
+            return m.encoder(torch.full((len(p), 8), 0.5), u) if basis else None
+
+        losses = tr.fit_epochs(m, names, lambda e: r, prof, meta,
+                               lambda p: np.linspace(-1, 1, len(p)).astype(np.float32),
+                               epochs=2, lr=0.05, batch=10, beta=0.5, seed=3)
+        return losses, start, [p.detach().clone() for p in m.group(names)]
+
+    for basis in (False, True):
+        loss, start, whole = train(10_000, basis)
+        loss3, _, micro = train(3, basis)                     # passes of 3, 3, 3, 1 rows
+        assert loss3 == pytest.approx(loss, rel=1e-6)
+        for a, b in zip(whole, micro, strict=True):           # Adam amplifies float noise
+            torch.testing.assert_close(a, b, rtol=0, atol=2e-5)
+        assert max(float((a - s).abs().max()) for a, s in zip(whole, start, strict=True)) > 1e-2
