@@ -24,7 +24,7 @@ import torch
 from clients.device import DeviceLogic
 from fedrec.config import RunConfig, protocol_options
 from fedrec.dccl.config import DCCLConfig
-from fedrec.dccl.data import CTRRows, activity_codes, device_rows
+from fedrec.dccl.data import CTRRows, activity_codes, needed_items, round_rows
 from fedrec.dccl.scoring import KS, evaluate_devices
 from fedrec.dccl.train import metapatch_fit
 from fedrec.models.patched_din import PatchedDIN
@@ -36,6 +36,10 @@ from fedrec.views.samples import DeviceSamples
 THETA = "theta"            # upload and private state: the metapatch [K]
 THETA_START = "theta0"     # own download: the round's starting metapatch [K]
 PROFILE_SIZES = "profile_sizes"   # broadcast: codes per profile column [P] (model structure)
+ITEM_TABLE = "item_emb.weight"    # f's item embeddings [I, dim]: broadcast with item-rows = all
+ITEM_IDS = "item_ids"             # own, item-rows = needed: the items it reads [n] (int32)
+ITEM_ROWS = "item_rows"           # own, item-rows = needed: their embedding rows [n, dim]
+ITEMS = "items"                   # item-rows = needed: the phase where a device asks for them
 FLOAT_BYTES = 4
 
 
@@ -88,12 +92,20 @@ class DCCLDevice(DeviceLogic):
         if self._model is None or self._model[0] != key:
             sizes = tuple(int(s) for s in broadcast[PROFILE_SIZES])
             model = build_model(self.opt, self.fed.n_items, self.fed.device(0).side, sizes)
-            load_arrays(model, broadcast)
+            table = np.zeros(tuple(model.item_emb.weight.shape), np.float32)  # rows come own
+            load_arrays(model, {ITEM_TABLE: table, **broadcast})
             self._model = (key, model)
         return self._model[1]
 
     def handlers(self) -> dict[str, Callable[[DeviceTask], DeviceReply]]:
-        return {FIT: self.fit, EVALUATE: self.evaluate}
+        return {ITEMS: self.ask_items, FIT: self.fit, EVALUATE: self.evaluate}
+
+    def ask_items(self, task: DeviceTask) -> DeviceReply:
+        """``item-rows = needed``: the device names the item rows it will read this round
+        (in DCCL the cloud holds its logs already, so the ids tell it nothing new)."""
+        dev = self.fed.device(task.device_id)
+        ids = needed_items(dev, self.round_rows(task, dev)).astype(np.int32)   # fit and evaluation
+        return DeviceReply(device_id=task.device_id, upload={ITEM_IDS: ids})
 
     def fit(self, task: DeviceTask) -> DeviceReply:
         return self.fit_many([task])[0]
@@ -119,15 +131,31 @@ class DCCLDevice(DeviceLogic):
             return np.zeros(self.opt.meta_dim, np.float32)
         return np.asarray(task.own[THETA_START], np.float32)
 
+    def round_rows(self, task: DeviceTask, dev: DeviceSamples) -> list[CTRRows]:
+        """The device's rows of this round, one copy per local epoch, in event order."""
+        return round_rows(dev, task.rnd, self.cfg.train.num_rounds, self.fed.n_items,
+                          self.opt.negatives, self.cfg.data.seed, self.cfg.train.local_epochs)
+
     def epoch_rows(self, task: DeviceTask, dev: DeviceSamples) -> list[CTRRows]:
         """The device's rows of this round, one shuffled copy per local epoch."""
-        E = self.cfg.train.local_epochs
-        out = []
-        for e in range(E):
-            rows = device_rows(dev, task.rnd, self.cfg.train.num_rounds, self.fed.n_items,
-                               self.opt.negatives, self.cfg.data.seed, (task.rnd - 1) * E + e)
-            out.append(rows.take(task.rng.permutation(len(rows))))
-        return out
+        return [r.take(task.rng.permutation(len(r))) for r in self.round_rows(task, dev)]
+
+    def with_item_rows(self, model: PatchedDIN, tasks: list[DeviceTask],
+                       needs: list[np.ndarray]) -> None:
+        """``item-rows = needed``: the item table holds exactly the rows the cohort's devices
+        were sent (zero elsewhere); each device must have been sent every row it reads."""
+        if ITEM_IDS not in tasks[0].own:
+            return
+        with torch.no_grad():
+            table = model.item_emb.weight
+            table.zero_()
+            for t, need in zip(tasks, needs, strict=True):
+                ids = np.asarray(t.own[ITEM_IDS], np.int64)
+                missing = np.setdiff1d(need, ids)
+                if len(missing):
+                    raise ValueError(f"device {t.device_id} reads {len(missing)} item rows the "
+                                     f"cloud did not send (e.g. item {missing[0]})")
+                table[torch.from_numpy(ids)] = torch.from_numpy(np.asarray(t.own[ITEM_ROWS]))
 
     def fit_many(self, tasks: list[DeviceTask]) -> list[DeviceReply]:
         torch.set_num_threads(1)
@@ -135,6 +163,7 @@ class DCCLDevice(DeviceLogic):
         devs = [self.fed.device(t.device_id) for t in tasks]
         profiles = self.profiles(devs)
         rows = [self.epoch_rows(t, d) for t, d in zip(tasks, devs, strict=True)]
+        self.with_item_rows(model, tasks, [needed_items(d, r) for d, r in zip(devs, rows, strict=True)])
         theta0 = torch.from_numpy(np.stack([self.start(t) for t in tasks]))
         theta, loss = metapatch_fit(model, rows, profiles, theta0, lr=self.opt.device_lr,
                                     batch=self.opt.device_batch)
@@ -180,6 +209,7 @@ class DCCLDevice(DeviceLogic):
         model = self.model(tasks[0].broadcast)
         devs = [self.fed.device(t.device_id) for t in tasks]
         profiles = self.profiles(devs)
+        self.with_item_rows(model, tasks, [needed_items(d, []) for d in devs])
         full = bool(tasks[0].config.get("full_ranking", False))
         meta = torch.from_numpy(np.stack([self.start(t) for t in tasks]))
         scored = self.scores(model, devs, profiles, {"": meta, "fm_": None}, "" if full else None)

@@ -30,6 +30,10 @@ import numpy as np
 import torch
 
 from clients.dccl_device import (
+    ITEM_IDS,
+    ITEM_ROWS,
+    ITEM_TABLE,
+    ITEMS,
     PROFILE_SIZES,
     THETA,
     THETA_START,
@@ -87,6 +91,8 @@ class DCCL(DeviceStrategy):
         self.opt = protocol_options(cfg, DCCLConfig)
         super().__init__(cfg=cfg, fed=fed, recorder=recorder)
         self.last_eval: dict[int, dict[str, float]] = {}
+        #: item-rows = needed: each device's requested item ids of this round
+        self.requested: dict[int, np.ndarray] = {}
 
     @classmethod
     def check(cls, cfg: RunConfig) -> None:
@@ -104,7 +110,8 @@ class DCCL(DeviceStrategy):
         return prepare_samples(cfg.data, protocol_options(cfg, DCCLConfig).view(cfg.data))
 
     def phases(self) -> tuple[Phase, ...]:
-        return (Phase(FIT, available_only=True), Phase(DISTILL, device=False),
+        ask = (Phase(ITEMS),) if self.opt.item_rows == "needed" else ()
+        return (*ask, Phase(FIT, available_only=True), Phase(DISTILL, device=False),
                 Phase(EVALUATE, every=self.cfg.sim.eval_every, last=True, evaluates=True))
 
     # ------------------------------------------------------------------ cloud data
@@ -196,10 +203,40 @@ class DCCL(DeviceStrategy):
         return arrays
 
     # ------------------------------------------------------------------ the round
+    def phase_broadcast(self, phase: Phase, rnd: int) -> Arrays:
+        """f and Theta; without the item table when each device gets its own rows."""
+        if phase.name == ITEMS:
+            return {}
+        if self.opt.item_rows == "needed":
+            return {k: v for k, v in self.global_arrays.items() if k != ITEM_TABLE}
+        return self.global_arrays
+
+    def select(self, phase: Phase, rnd: int) -> list[int]:
+        """The item-row requests come from every device of the round's fit or evaluation."""
+        if phase.name != ITEMS:
+            return super().select(phase, rnd)
+        evaluating = any(p.evaluates for p in self.round_phases(rnd))
+        ids = set(self.select_fit_devices(rnd)) | (
+            set(self.select_eval_devices(rnd)) if evaluating else set())
+        return sorted(ids)
+
+    def on_phase(self, phase: Phase, rnd: int, replies: list[DeviceReply]) -> dict[str, float]:
+        """Keep each device's requested item ids for the round."""
+        self.requested = {r.device_id: np.asarray(r.upload[ITEM_IDS], np.int64) for r in replies}
+        sizes = [len(v) for v in self.requested.values()]
+        return {"rows_mean": float(np.mean(sizes)) if sizes else 0.0}
+
     def phase_own(self, phase: Phase, rnd: int, device_ids: list[int]) -> dict[int, Arrays]:
-        if phase.name in (FIT, EVALUATE):
-            return {d: {THETA_START: self.theta_start[d]} for d in device_ids}
-        return {}
+        if phase.name not in (FIT, EVALUATE):
+            return {}
+        own = {d: {THETA_START: self.theta_start[d]} for d in device_ids}
+        if self.opt.item_rows == "needed":
+            table = self.global_arrays[ITEM_TABLE]
+            for d in device_ids:
+                ids = self.requested.get(d)
+                if ids is not None:      # a device that did not ask fails for want of its rows
+                    own[d].update({ITEM_IDS: ids.astype(np.int32), ITEM_ROWS: table[ids]})
+        return own
 
     def round_config(self, rnd: int, kind: str) -> dict[str, Any]:
         last = rnd == self.cfg.train.num_rounds

@@ -11,6 +11,7 @@ from fedrec.views.config import SampleViewConfig, Windows
 
 PREFIX = "dccl-"
 THETA_INIT = ("encoder", "warm", "zeros")
+ITEM_ROWS = ("all", "needed")
 
 
 def int_list(text: str, key: str) -> tuple[int, ...]:
@@ -43,6 +44,9 @@ class DCCLConfig:
     ``local-epochs``; ``theta_init``: each round starts from U(theta, u) sent by the cloud
     (``encoder``), from the device's own last theta (``warm``) or from zeros.
     ``full_ranking``: also rank every item at evaluation (slower).
+    ``item_rows``: the item-embedding rows a device downloads: ``all`` (the whole table, in
+    the broadcast) or ``needed`` (only the rows of the items it reads in the phase, sent to
+    it alone; the same results, fewer bytes down).
     """
 
     history_len: int = 50
@@ -65,6 +69,7 @@ class DCCLConfig:
     device_batch: int = 32
     theta_init: str = "encoder"
     full_ranking: bool = True
+    item_rows: str = "all"
 
     def __post_init__(self) -> None:
         for key, value in (("history-len", self.history_len), ("item-dim", self.item_dim),
@@ -87,6 +92,13 @@ class DCCLConfig:
         if self.theta_init not in THETA_INIT:
             raise ConfigError(f"{PREFIX}theta-init = {self.theta_init!r}; use one of "
                               f"{', '.join(THETA_INIT)}")
+        if self.item_rows not in ITEM_ROWS:
+            raise ConfigError(f"{PREFIX}item-rows = {self.item_rows!r}; use one of "
+                              f"{', '.join(ITEM_ROWS)}")
+        if self.item_rows == "needed" and self.full_ranking:
+            raise ConfigError(f"{PREFIX}item-rows = needed sends a device only the item rows it "
+                              f"scores, but {PREFIX}full-ranking = true ranks every item; set "
+                              f"{PREFIX}full-ranking = false (or {PREFIX}item-rows = all)")
         widths = int_list(self.hidden, f"{PREFIX}hidden")
         int_list(self.attention, f"{PREFIX}attention")
         on = int_list(self.junctions, f"{PREFIX}junctions")

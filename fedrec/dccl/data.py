@@ -73,6 +73,24 @@ def device_rows(dev: DeviceSamples, rnd: int, n_rounds: int, n_items: int, negat
     return with_negatives(np.full(len(mine), dev.device_id, np.int64), dev.items[mine], hist, neg)
 
 
+def round_rows(dev: DeviceSamples, rnd: int, n_rounds: int, n_items: int, negatives: int,
+                seed: int, epochs: int) -> list[CTRRows]:
+    """Device ``dev``'s rows of round ``rnd``, one copy per local epoch (negatives of epoch
+    ``(rnd - 1) * epochs + e``), in event order."""
+    return [device_rows(dev, rnd, n_rounds, n_items, negatives, seed, (rnd - 1) * epochs + e)
+            for e in range(epochs)]
+
+
+def needed_items(dev: DeviceSamples, rows: list[CTRRows]) -> np.ndarray:
+    """The items whose embedding rows a device reads in a phase: its training ``rows``'
+    items and histories, and its held-out events' histories and candidates.
+    -> sorted unique int64 [n]"""
+    parts = [a.ravel() for r in rows for a in (r.item, r.history)]
+    parts += [a.ravel() for s in (dev.valid, dev.test) for a in (s.history, s.candidates)]
+    ids = np.unique(np.concatenate(parts).astype(np.int64)) if parts else np.zeros(0, np.int64)
+    return ids[ids >= 0]
+
+
 def log_positions(owner: np.ndarray) -> np.ndarray:
     """Index of each row within its owner's run (rows grouped by owner). -> int64 [M]"""
     start = np.r_[0, np.flatnonzero(owner[1:] != owner[:-1]) + 1]

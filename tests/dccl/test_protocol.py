@@ -8,7 +8,7 @@ import json
 import numpy as np
 import pytest
 
-from clients.dccl_device import THETA, THETA_START
+from clients.dccl_device import ITEM_IDS, ITEM_ROWS, ITEM_TABLE, ITEMS, THETA, THETA_START
 from experiments import run as er
 from experiments.plain_loop import run_in_process
 from fedrec.errors import ConfigError
@@ -84,6 +84,8 @@ def test_metapatch_moves_and_the_same_config_gives_the_same_run(run, tmp_path):
     ("dccl-negatives", 0, "negatives"),
     ("model", "mf", "PatchedDIN"),
     ("ldp", "laplace", "protects nothing"),
+    ("dccl-item-rows", "some", "item-rows"),
+    ("dccl-item-rows", "needed", "full-ranking = false"),
 ])
 def test_bad_options_are_one_line_errors(key, value, match):
     from experiments.setup import effective_config, resolve
@@ -154,3 +156,49 @@ def test_a_resumed_run_replays_round_2_like_the_undisturbed_run(tmp_path):
     clean = lambda r: {k: v for k, v in r.items() if not timing(k)}
     assert rnd == 1 and clean(b.log.records[-1]) == clean(a.log.records[-1])
     np.testing.assert_array_equal(b.thetas, a.thetas)
+
+
+def test_needed_item_rows_give_the_same_run_with_fewer_bytes_down(tmp_path):
+    """dccl-item-rows = needed: each device names the item rows it will read (one request
+    phase), is sent only those, and trains and scores exactly as with the whole table."""
+    base = {**TINY, "dccl-full-ranking": False, "output-dir": str(tmp_path)}
+    whole = run_in_process({**base, "run-name": "all"}, tmp_path / "all")
+    lean = run_in_process({**base, "run-name": "needed", "dccl-item-rows": "needed"},
+                          tmp_path / "needed", record=True)
+    skip = lambda k: (k.endswith("wall_s") or k.startswith(("bytes_down", "items_", "sim_", "energy"))
+                      or k in ("elapsed_s", "eta_s", "fit_s", "round_s", "transfer_s"))
+    clean = lambda recs: [{k: v for k, v in r.items() if not skip(k)} for r in recs]
+    assert clean(lean.strategy.log.records) == clean(whole.strategy.log.records)
+    for a, b in zip(lean.strategy.log.records, whole.strategy.log.records, strict=True):
+        assert 0 < a["bytes_down"] < b["bytes_down"]
+    kinds = [kind for _, kind, _, _, _ in lean.transport.seen]
+    assert kinds.count(ITEMS) == kinds.count(FIT) > 0
+    n_items = whole.strategy.cloud.n_items
+    for _, kind, _, msg, reply in lean.transport.seen:
+        arrays, header = unpack(msg)
+        assert ITEM_TABLE not in arrays                             # the table never travels
+        for r in read_reply(reply)[0]:
+            if kind == ITEMS:                                       # a request: ids only
+                assert set(r.upload) == {ITEM_IDS} and 0 < len(r.upload[ITEM_IDS]) < n_items
+            else:
+                ids = arrays[f"{r.device_id}/{ITEM_IDS}"]
+                assert arrays[f"{r.device_id}/{ITEM_ROWS}"].shape == (len(ids), 4)
+                assert set(r.upload) <= {THETA}
+
+
+def test_a_device_refuses_to_run_without_an_item_row_it_reads(tmp_path):
+    from experiments.plain_loop import run_devices
+    from strategies.dccl import DCCL
+
+    cfg = {**TINY, "dccl-full-ranking": False, "dccl-item-rows": "needed",
+           "output-dir": str(tmp_path), "run-name": "r", "num-rounds": 1}
+    s = run_in_process(cfg, tmp_path / "r").strategy
+    logic = DCCL.device_cls(s.cfg, DCCL.prepare_data(s.cfg))
+    asked = run_devices(logic, ITEMS, 1, [3], {}, {}, 0, {}, 1)[0].upload[ITEM_IDS]
+    table = s.global_arrays[ITEM_TABLE]
+    short = asked[1:].astype(np.int64)                               # one row left out
+    own = {3: {THETA_START: s.theta_start[3], ITEM_IDS: short.astype(np.int32),
+               ITEM_ROWS: table[short]}}
+    broadcast = {k: v for k, v in s.global_arrays.items() if k != ITEM_TABLE}
+    with pytest.raises(ValueError, match=f"did not send .*item {asked[0]}"):
+        run_devices(logic, FIT, 1, [3], broadcast, own, 0, {}, 1)
