@@ -28,7 +28,14 @@ from typing import Any
 import numpy as np
 import torch
 
-from experiments.dccl_plots import group_auc, plot_groups, plot_rounds, plot_sweep
+from experiments.dccl_plots import (
+    device_metric,
+    group_auc,
+    paired_delta,
+    plot_groups,
+    plot_rounds,
+    plot_sweep,
+)
 from experiments.plain_loop import run_in_process
 from experiments.run import parse_sets, read_run_config
 from experiments.setup import effective_config, resolve
@@ -70,6 +77,19 @@ def run_dccl(flat: dict[str, Any], run_dir: Path) -> dict[str, Any]:
             "facts": run.strategy.facts, "wall_s": time.perf_counter() - t0}
 
 
+def paired(run_dir: Path, ref_dir: Path | None, metric: str = "hr@10") -> dict[str, Any]:
+    """Paired differences of per-user test ``metric`` from the runs' dccl_devices.csv:
+    DCCL-e - f before the round (MetaPatch's gain) and, given ``ref_dir``, DCCL-m - the
+    reference arm's DCCL-m."""
+    csv_of = lambda d: d / "dccl_devices.csv"
+    out = {"e_minus_f": paired_delta(device_metric(csv_of(run_dir), f"e_test_{metric}"),
+                                     device_metric(csv_of(run_dir), f"f_test_{metric}"))}
+    if ref_dir is not None:
+        out["vs_ref"] = paired_delta(device_metric(csv_of(run_dir), f"test_{metric}"),
+                                     device_metric(csv_of(ref_dir), f"test_{metric}"))
+    return out
+
+
 def central_din(flat: dict[str, Any]) -> dict[str, float]:
     """DIN (f, no patches) trained centrally on both halves, scored like DCCL."""
     cfg, _ = resolve(effective_config({}, {**flat, "strategy": "dccl"}))
@@ -106,6 +126,7 @@ def table2(base: dict[str, Any], out: Path, rows: tuple[str, ...], epochs: int) 
         r = run_dccl(base, out / "dccl")
         for name in ("f (pre-trained)", "DCCL-e", "DCCL-m", "f after MoMoDistill"):
             result[name] = r[name]
+        result["DCCL-e"] = {**r["DCCL-e"], "paired": paired(out / "dccl", None)}
         result["_dccl_facts"] = r["facts"]
         log(f"DCCL-m {r['DCCL-m']}")
     if "din" in rows:
@@ -126,6 +147,15 @@ def markdown(rows: dict[str, Any], title: str) -> str:
             continue
         cells = [f"{100 * m[c]:.2f}" if c in m else "" for c in COLS]
         lines.append(f"| {name} | " + " | ".join(cells) + " |")
+    pairs = {n: m["paired"] for n, m in rows.items() if isinstance(m, dict) and "paired" in m}
+    if pairs:
+        lines += ["", "Paired per-user HR@10 differences (points, mean ± 95% half-width):", "",
+                  "| arm | DCCL-e − f | DCCL-m − reference arm |", "|---|---|---|"]
+        fmt = lambda d: f"{100 * d['delta']:+.2f} ± {100 * d['ci95']:.2f}" if d else ""
+        for n, p in pairs.items():
+            ref = (f"{fmt(p['vs_ref'])} (vs {p['ref']})" if "vs_ref" in p
+                   else "reference" if "ref" in p else "")
+            lines.append(f"| {n} | {fmt(p['e_minus_f'])} | {ref} |")
     return "\n".join(lines) + "\n"
 
 
@@ -140,14 +170,20 @@ def save(rows: dict[str, Any], out: Path, name: str, title: str, meta: dict[str,
     print(markdown(rows, title))
 
 
-def variants(base: dict[str, Any], out: Path, key: str, values: list[str]) -> dict[str, Any]:
-    """DCCL with ``key`` set to each value (the pre-trained f is shared where it can be)."""
+def variants(base: dict[str, Any], out: Path, key: str, values: list[str],
+             ref: str | None = None) -> dict[str, Any]:
+    """DCCL with ``key`` set to each value (the pre-trained f is shared where it can be),
+    with paired HR@10 differences against the arm ``ref`` (default: the first)."""
     rows: dict[str, Any] = {}
+    ref = values[0] if ref is None or ref not in values else ref
     for v in values:
         r = run_dccl({**base, key: v}, out / f"{key}-{v}")
         rows[f"{key}={v}"] = {**r["DCCL-m"], "e": r["DCCL-e"], "f": r["f (pre-trained)"],
                               "rounds": r["rounds"]}
         log(f"{key}={v}: DCCL-m {r['DCCL-m']}")
+    for v in values:
+        rows[f"{key}={v}"]["paired"] = {"ref": f"{key}={ref}", **paired(
+            out / f"{key}-{v}", out / f"{key}-{ref}" if v != ref else None)}
     return rows
 
 
@@ -162,6 +198,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--rows", default="dccl,din,mf,neumf,sasrec", help="table2 rows")
     p.add_argument("--epochs", type=int, default=5, help="epochs of MF/NeuMF/SASRec")
     p.add_argument("--out", default="runs/dccl")
+    p.add_argument("--ref", default=None, help="sweep: the reference arm (default: the first)")
     p.add_argument("--threads", type=int, default=2, help="torch threads (1 beside other jobs)")
     return p.parse_args(argv)
 
@@ -177,7 +214,7 @@ def main(argv: list[str] | None = None) -> int:
         rows = tuple(args.rows.split(","))
         save(table2(base, out, rows, args.epochs), out, "table2", "Table 2", meta, merge=True)
     elif args.experiment == "table4":
-        rows = variants(base, out, "dccl-junctions", ["1", "2", "3", "1,2,3"])
+        rows = variants(base, out, "dccl-junctions", ["1", "2", "3", "1,2,3"], ref="1,2,3")
         save(rows, out, "table4", "Table 4: one junction at a time", meta)
         plot_sweep(rows, out / "table4.png", f"patched junctions ({out.name})")
     elif args.experiment == "rounds":
@@ -192,7 +229,7 @@ def main(argv: list[str] | None = None) -> int:
     else:
         if not args.what or not values:
             raise SystemExit("sweep needs an option (e.g. meta-dim, beta) and --values")
-        rows = variants(base, out, f"dccl-{args.what}", values)
+        rows = variants(base, out, f"dccl-{args.what}", values, ref=args.ref)
         save(rows, out, f"sweep_{args.what}", f"sweep of dccl-{args.what}", meta)
         plot_sweep(rows, out / f"sweep_{args.what}.png", f"dccl-{args.what} ({out.name})")
     return 0

@@ -37,6 +37,22 @@ def group_auc(devices_csv: Path, n_groups: int = 20) -> dict[str, list[float]]:
     return out
 
 
+def device_metric(devices_csv: Path, key: str) -> dict[int, float]:
+    """Device id -> ``key`` (e.g. ``test_hr@10``) from a run's ``dccl_devices.csv``."""
+    with open(devices_csv, newline="") as fh:
+        return {int(r["device_id"]): float(r[key]) for r in csv.DictReader(fh) if r.get(key)}
+
+
+def paired_delta(a: dict[int, float], b: dict[int, float]) -> dict[str, float]:
+    """Mean of a - b over the users both score, with the half-width of its normal 95%
+    interval (paired: the same users and test events, so only the models differ)."""
+    users = sorted(set(a) & set(b))
+    d = np.array([a[u] - b[u] for u in users])
+    half = 1.96 * d.std(ddof=1) / np.sqrt(len(d)) if len(d) > 1 else float("nan")
+    return {"delta": float(d.mean()) if len(d) else float("nan"), "ci95": float(half),
+            "users": float(len(d))}
+
+
 def plot_groups(groups: dict[str, list[float]], path: Path, title: str) -> None:
     fig, ax = plt.subplots(figsize=(7, 3.8))
     x = np.arange(1, len(groups["test_auc"]) + 1)

@@ -175,7 +175,7 @@ def test_needed_item_rows_give_the_same_run_with_fewer_bytes_down(tmp_path):
     assert kinds.count(ITEMS) == kinds.count(FIT) > 0
     n_items = whole.strategy.cloud.n_items
     for _, kind, _, msg, reply in lean.transport.seen:
-        arrays, header = unpack(msg)
+        arrays, _ = unpack(msg)
         assert ITEM_TABLE not in arrays                             # the table never travels
         for r in read_reply(reply)[0]:
             if kind == ITEMS:                                       # a request: ids only
