@@ -70,12 +70,14 @@ def plot_groups(groups: dict[str, list[float]], path: Path, title: str) -> None:
 
 
 def plot_rounds(rows: dict[str, Any], path: Path, title: str, metric: str = "ndcg@10") -> None:
-    """One line per setting: the metric of DCCL-m after each round."""
+    """One line per setting: the metric of DCCL-m after each round, placed at the share of
+    the DCCL half seen by then (settings with more rounds have shorter intervals)."""
     fig, ax = plt.subplots(figsize=(6, 3.8))
     for name, row in rows.items():
-        pts = [(r["round"], r.get(metric, float("nan"))) for r in row["rounds"]]
+        n = len(row["rounds"])
+        pts = [(r["round"] / n, r.get(metric, float("nan"))) for r in row["rounds"]]
         ax.plot([p[0] for p in pts], [100 * p[1] for p in pts], marker="o", label=name)
-    ax.set_xlabel("round")
+    ax.set_xlabel("share of the DCCL half seen (round / rounds)")
     ax.set_ylabel(f"{metric.upper()} (%) of DCCL-m")
     ax.legend(fontsize=8)
     ax.set_title(title, fontsize=10)
