@@ -38,6 +38,7 @@ THETA_START = "theta0"     # own download: the round's starting metapatch [K]
 PROFILE_SIZES = "profile_sizes"   # broadcast: codes per profile column [P] (model structure)
 ITEM_TABLE = "item_emb.weight"    # f's item embeddings [I, dim]: broadcast with item-rows = all
 ITEM_IDS = "item_ids"             # own, item-rows = needed: the items it reads [n] (int32)
+EVAL_ITEM_IDS = "eval_item_ids"   # request: the subset its evaluation reads [m] (int32)
 ITEM_ROWS = "item_rows"           # own, item-rows = needed: their embedding rows [n, dim]
 ITEMS = "items"                   # item-rows = needed: the phase where a device asks for them
 FLOAT_BYTES = 4
@@ -104,8 +105,9 @@ class DCCLDevice(DeviceLogic):
         """``item-rows = needed``: the device names the item rows it will read this round
         (in DCCL the cloud holds its logs already, so the ids tell it nothing new)."""
         dev = self.fed.device(task.device_id)
-        ids = needed_items(dev, self.round_rows(task, dev)).astype(np.int32)   # fit and evaluation
-        return DeviceReply(device_id=task.device_id, upload={ITEM_IDS: ids})
+        fit = needed_items(dev, self.round_rows(task, dev)).astype(np.int32)   # fit reads these
+        held_out = needed_items(dev, []).astype(np.int32)                       # evaluation these
+        return DeviceReply(device_id=task.device_id, upload={ITEM_IDS: fit, EVAL_ITEM_IDS: held_out})
 
     def fit(self, task: DeviceTask) -> DeviceReply:
         return self.fit_many([task])[0]
@@ -144,12 +146,15 @@ class DCCLDevice(DeviceLogic):
                        needs: list[np.ndarray]) -> None:
         """``item-rows = needed``: the item table holds exactly the rows the cohort's devices
         were sent (zero elsewhere); each device must have been sent every row it reads."""
-        if ITEM_IDS not in tasks[0].own:
+        if self.opt.item_rows != "needed":
             return
         with torch.no_grad():
             table = model.item_emb.weight
             table.zero_()
             for t, need in zip(tasks, needs, strict=True):
+                if ITEM_IDS not in t.own:
+                    raise ValueError(f"device {t.device_id} got no item rows (dccl-item-rows = "
+                                     "needed and it made no request this round)")
                 ids = np.asarray(t.own[ITEM_IDS], np.int64)
                 missing = np.setdiff1d(need, ids)
                 if len(missing):

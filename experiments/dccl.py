@@ -79,14 +79,19 @@ def run_dccl(flat: dict[str, Any], run_dir: Path) -> dict[str, Any]:
 
 def paired(run_dir: Path, ref_dir: Path | None, metric: str = "hr@10") -> dict[str, Any]:
     """Paired differences of per-user test ``metric`` from the runs' dccl_devices.csv:
-    DCCL-e - f before the round (MetaPatch's gain) and, given ``ref_dir``, DCCL-m - the
-    reference arm's DCCL-m."""
+    DCCL-e - f, both in the device's last fit round (MetaPatch's gain), and, given
+    ``ref_dir``, DCCL-m - the reference arm's DCCL-m, only where both arms have the same
+    users (device ids and training events agree: the option did not change the data)."""
     csv_of = lambda d: d / "dccl_devices.csv"
-    out = {"e_minus_f": paired_delta(device_metric(csv_of(run_dir), f"e_test_{metric}"),
-                                     device_metric(csv_of(run_dir), f"f_test_{metric}"))}
+    out: dict[str, Any] = {"e_minus_f": paired_delta(
+        device_metric(csv_of(run_dir), f"e_test_{metric}"),
+        device_metric(csv_of(run_dir), f"f_test_{metric}"))}
     if ref_dir is not None:
-        out["vs_ref"] = paired_delta(device_metric(csv_of(run_dir), f"test_{metric}"),
-                                     device_metric(csv_of(ref_dir), f"test_{metric}"))
+        if device_metric(csv_of(run_dir), "train_events") != device_metric(csv_of(ref_dir), "train_events"):
+            out["unpaired"] = "the arms' users differ (the option changes the data)"
+        else:
+            out["vs_ref"] = paired_delta(device_metric(csv_of(run_dir), f"test_{metric}"),
+                                         device_metric(csv_of(ref_dir), f"test_{metric}"))
     return out
 
 
@@ -150,11 +155,11 @@ def markdown(rows: dict[str, Any], title: str) -> str:
     pairs = {n: m["paired"] for n, m in rows.items() if isinstance(m, dict) and "paired" in m}
     if pairs:
         lines += ["", "Paired per-user HR@10 differences (points, mean ± 95% half-width):", "",
-                  "| arm | DCCL-e − f | DCCL-m − reference arm |", "|---|---|---|"]
+                  "| arm | DCCL-e − f (same round) | DCCL-m − reference arm |", "|---|---|---|"]
         fmt = lambda d: f"{100 * d['delta']:+.2f} ± {100 * d['ci95']:.2f}" if d else ""
         for n, p in pairs.items():
             ref = (f"{fmt(p['vs_ref'])} (vs {p['ref']})" if "vs_ref" in p
-                   else "reference" if "ref" in p else "")
+                   else p.get("unpaired", "reference" if "ref" in p else ""))
             lines.append(f"| {n} | {fmt(p['e_minus_f'])} | {ref} |")
     return "\n".join(lines) + "\n"
 

@@ -30,6 +30,7 @@ import numpy as np
 import torch
 
 from clients.dccl_device import (
+    EVAL_ITEM_IDS,
     ITEM_IDS,
     ITEM_ROWS,
     ITEM_TABLE,
@@ -84,15 +85,16 @@ class DCCL(DeviceStrategy):
     select_metric = "valid_ndcg@10"
     options = DCCLConfig
     prefix = PREFIX
-    #: options are rebuilt from the run config on resume
-    rebuilt = frozenset({"opt"})
+    #: options are rebuilt from the run config on resume; item-row requests last one round
+    #: (the items phase opens every round), so a checkpoint does not carry them
+    rebuilt = frozenset({"opt", "requested"})
 
     def __init__(self, *, cfg: RunConfig, fed: SampleView, recorder: RunRecorder) -> None:
         self.opt = protocol_options(cfg, DCCLConfig)
         super().__init__(cfg=cfg, fed=fed, recorder=recorder)
         self.last_eval: dict[int, dict[str, float]] = {}
-        #: item-rows = needed: each device's requested item ids of this round
-        self.requested: dict[int, np.ndarray] = {}
+        #: item-rows = needed: (round, {device: (fit ids, evaluation ids)}) of the requests
+        self.requested: tuple[int, dict[int, tuple[np.ndarray, np.ndarray]]] = (0, {})
 
     @classmethod
     def check(cls, cfg: RunConfig) -> None:
@@ -221,20 +223,26 @@ class DCCL(DeviceStrategy):
         return sorted(ids)
 
     def on_phase(self, phase: Phase, rnd: int, replies: list[DeviceReply]) -> dict[str, float]:
-        """Keep each device's requested item ids for the round."""
-        self.requested = {r.device_id: np.asarray(r.upload[ITEM_IDS], np.int64) for r in replies}
-        sizes = [len(v) for v in self.requested.values()]
-        return {"rows_mean": float(np.mean(sizes)) if sizes else 0.0}
+        """Keep each device's requested item ids (fit, evaluation) for this round."""
+        asked = {r.device_id: (np.asarray(r.upload[ITEM_IDS], np.int64),
+                               np.asarray(r.upload[EVAL_ITEM_IDS], np.int64)) for r in replies}
+        self.requested = (rnd, asked)
+        return {"rows_fit_mean": float(np.mean([len(f) for f, _ in asked.values()])),
+                "rows_eval_mean": float(np.mean([len(e) for _, e in asked.values()]))}
 
     def phase_own(self, phase: Phase, rnd: int, device_ids: list[int]) -> dict[int, Arrays]:
         if phase.name not in (FIT, EVALUATE):
             return {}
         own = {d: {THETA_START: self.theta_start[d]} for d in device_ids}
         if self.opt.item_rows == "needed":
+            asked_in, asked = self.requested
+            if asked_in != rnd:
+                raise RuntimeError(f"round {rnd}: no item-row requests this round (last in "
+                                   f"round {asked_in}); the items phase must open every round")
             table = self.global_arrays[ITEM_TABLE]
-            for d in device_ids:
-                ids = self.requested.get(d)
-                if ids is not None:      # a device that did not ask fails for want of its rows
+            for d in device_ids:      # a device that did not ask gets none, and refuses to run
+                if d in asked:
+                    ids = asked[d][0 if phase.name == FIT else 1]
                     own[d].update({ITEM_IDS: ids.astype(np.int32), ITEM_ROWS: table[ids]})
         return own
 

@@ -8,7 +8,15 @@ import json
 import numpy as np
 import pytest
 
-from clients.dccl_device import ITEM_IDS, ITEM_ROWS, ITEM_TABLE, ITEMS, THETA, THETA_START
+from clients.dccl_device import (
+    EVAL_ITEM_IDS,
+    ITEM_IDS,
+    ITEM_ROWS,
+    ITEM_TABLE,
+    ITEMS,
+    THETA,
+    THETA_START,
+)
 from experiments import run as er
 from experiments.plain_loop import run_in_process
 from fedrec.errors import ConfigError
@@ -174,16 +182,22 @@ def test_needed_item_rows_give_the_same_run_with_fewer_bytes_down(tmp_path):
     kinds = [kind for _, kind, _, _, _ in lean.transport.seen]
     assert kinds.count(ITEMS) == kinds.count(FIT) > 0
     n_items = whole.strategy.cloud.n_items
+    sent: dict[str, dict[int, int]] = {FIT: {}, EVALUATE: {}}
     for _, kind, _, msg, reply in lean.transport.seen:
         arrays, _ = unpack(msg)
         assert ITEM_TABLE not in arrays                             # the table never travels
         for r in read_reply(reply)[0]:
             if kind == ITEMS:                                       # a request: ids only
-                assert set(r.upload) == {ITEM_IDS} and 0 < len(r.upload[ITEM_IDS]) < n_items
+                assert set(r.upload) == {ITEM_IDS, EVAL_ITEM_IDS}
+                assert 0 < len(r.upload[EVAL_ITEM_IDS]) <= len(r.upload[ITEM_IDS]) < n_items
+                assert set(r.upload[EVAL_ITEM_IDS]) <= set(r.upload[ITEM_IDS])
             else:
                 ids = arrays[f"{r.device_id}/{ITEM_IDS}"]
                 assert arrays[f"{r.device_id}/{ITEM_ROWS}"].shape == (len(ids), 4)
                 assert set(r.upload) <= {THETA}
+                sent[kind][r.device_id] = len(ids)
+    assert all(sent[EVALUATE][d] <= sent[FIT][d] for d in sent[FIT])  # evaluation reads fewer
+    assert sum(sent[EVALUATE].values()) < sum(sent[FIT].values())
 
 
 def test_a_device_refuses_to_run_without_an_item_row_it_reads(tmp_path):
@@ -202,3 +216,5 @@ def test_a_device_refuses_to_run_without_an_item_row_it_reads(tmp_path):
     broadcast = {k: v for k, v in s.global_arrays.items() if k != ITEM_TABLE}
     with pytest.raises(ValueError, match=f"did not send .*item {asked[0]}"):
         run_devices(logic, FIT, 1, [3], broadcast, own, 0, {}, 1)
+    with pytest.raises(ValueError, match="got no item rows"):           # no request, no rows
+        run_devices(logic, FIT, 1, [3], broadcast, {3: {THETA_START: s.theta_start[3]}}, 0, {}, 1)
