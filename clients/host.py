@@ -53,13 +53,18 @@ class DeviceHost(NumPyClient):
 
     def __init__(self, logic: DeviceLogic, profile_of: ProfileFn, seed: int,
                  dropouts: bool = True, faults: Faults = Faults(),
-                 state_root: str | Path | None = None) -> None:
+                 state_root: str | Path | None = None, partition: int | None = None) -> None:
         self.logic = logic
+        self.partition = partition
         self.profile_of = profile_of
         self.seed = seed
         self.dropouts = dropouts
         self.faults = faults
         self.state_root = Path(state_root) if state_root is not None else default_state_root()
+
+    def get_properties(self, config: dict[str, Any]) -> dict[str, Any]:
+        """The node's ``partition-id``: the cloud orders its clients by it (shard routing)."""
+        return {} if self.partition is None else {"partition-id": self.partition}
 
     def get_parameters(self, config: dict[str, Any]) -> list[np.ndarray]:
         return []  # the strategy owns the global model; devices never seed it

@@ -264,7 +264,8 @@ class DeviceStrategy(Strategy):
         if reduce is not None:
             header["reduce"] = reduce
         messages, self._sent = build_messages(header, ids, self.phase_broadcast(phase, rnd),
-                                              self.phase_own(phase, rnd, ids), self.shard, slots)
+                                              self.phase_own(phase, rnd, ids), self.shard, slots,
+                                              self.n_devices)
         return messages
 
     def phase_results(self, phase: Phase, rnd: int, results: Results, failures: list) -> dict[str, float]:

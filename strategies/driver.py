@@ -19,10 +19,11 @@ from __future__ import annotations
 
 import timeit
 from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any, Protocol
 
 import numpy as np
-from flwr.common import FitIns, ndarrays_to_parameters, parameters_to_ndarrays
+from flwr.common import FitIns, GetPropertiesIns, ndarrays_to_parameters, parameters_to_ndarrays
 from flwr.common.logger import log
 from flwr.server import Server
 from flwr.server.client_manager import ClientManager
@@ -92,6 +93,7 @@ class FlowerTransport:
         self.max_workers = max_workers
         self.wait_s = wait_s
         self._proxies: dict[str, Any] | None = None
+        self._order: list[str] = []
 
     def slots(self) -> list[str]:
         # Nodes register after the ServerApp starts: wait for all of them, once per run.
@@ -102,7 +104,8 @@ class FlowerTransport:
             if len(self._proxies) < self.expected:
                 log(30, "only %d of %d Flower clients registered; cohorts are merged",
                     len(self._proxies), self.expected)
-        return sorted(self._proxies)
+            self._order = partition_order(self._proxies, self.timeout, self.max_workers)
+        return self._order
 
     def exchange(self, rnd: int, messages: Sequence[tuple[str, NDArrays]]) -> tuple[Results, list]:
         assert self._proxies is not None, "slots() first"
@@ -111,6 +114,34 @@ class FlowerTransport:
         results, failures = fit_clients(instructions, self.max_workers, self.timeout, rnd)
         replies = [(proxy.cid, parameters_to_ndarrays(res.parameters)) for proxy, res in results]
         return replies, [(f[0].cid, f[1]) if isinstance(f, tuple) else f for f in failures]
+
+
+def partition_order(proxies: dict[str, Any], timeout: float | None,
+                    max_workers: int | None) -> list[str]:
+    """Client ids in the order of their node's ``partition-id`` (node config; Flower's
+    simulation numbers its nodes the same way), asked once per run with ``get_properties``.
+
+    Shard routing follows this order, so a SuperNode hosts the same devices every round and
+    after a resume, whatever ids the nodes got when they registered: their private state
+    stays where it is. Clients that give no partition (or fail to answer) come last, in id
+    order.
+    """
+    def ask(proxy: Any) -> int | None:
+        try:
+            res = proxy.get_properties(GetPropertiesIns({}), timeout, None)
+        except Exception:  # noqa: BLE001 - a client that cannot answer goes last
+            return None
+        value = res.properties.get("partition-id")
+        return int(value) if isinstance(value, int) and not isinstance(value, bool) else None
+
+    with ThreadPoolExecutor(max_workers=max_workers) as pool:
+        parts = dict(zip(proxies, pool.map(ask, proxies.values()), strict=True))
+    missing = sorted(cid for cid, p in parts.items() if p is None)
+    if missing and len(missing) < len(parts):
+        log(30, "%d Flower client(s) gave no partition-id; they host the last shards",
+            len(missing))
+    return sorted((c for c in parts if parts[c] is not None),
+                  key=lambda c: (parts[c], c)) + missing
 
 
 class InProcessTransport:

@@ -20,20 +20,30 @@ from fedrec.protocol import Arrays, DeviceReply
 NDArrays = list[np.ndarray]
 
 
-def route(device_ids: list[int], shard_size: int, n_clients: int) -> dict[int, list[int]]:
-    """Client slot -> its devices. A shard (``d // shard_size``) never spans two slots."""
+def route(device_ids: list[int], shard_size: int, n_clients: int,
+          n_devices: int | None = None) -> dict[int, list[int]]:
+    """Client slot -> its devices. A shard (``d // shard_size``) never spans two slots.
+
+    With ``n_devices`` (the population), slot i gets a contiguous block of shards (the i-th
+    of ``n_clients`` equal blocks): with slots in node partition order, SuperNode i hosts
+    devices in one id range, the same every round. Without it, shards go round-robin.
+    """
+    n_shards = -(-n_devices // shard_size) if n_devices else 0
     slots: dict[int, list[int]] = defaultdict(list)
     for d in device_ids:
-        slots[(d // shard_size) % n_clients].append(d)
+        shard = d // shard_size
+        slot = shard * n_clients // n_shards if n_shards > shard else shard % n_clients
+        slots[slot].append(d)
     return dict(slots)
 
 
 def build_messages(header: dict[str, Any], ids: list[int], broadcast: Arrays,
-                   own: dict[int, Arrays], shard: int, slots: list[str]
+                   own: dict[int, Arrays], shard: int, slots: list[str],
+                   n_devices: int | None = None
                    ) -> tuple[list[tuple[str, NDArrays]], dict[str, list[int]]]:
     """(client id, packed message) per client with devices, and client id -> its devices."""
     messages, sent = [], {}
-    for slot, devs in sorted(route(ids, shard, len(slots)).items()):
+    for slot, devs in sorted(route(ids, shard, len(slots), n_devices).items()):
         arrays = scoped(BROADCAST, broadcast)
         for d in devs:
             arrays.update(scoped(d, own.get(d, {})))
