@@ -32,7 +32,6 @@ from typing import TypeAlias
 
 import numpy as np
 import scipy.sparse as sp
-from scipy.stats import rankdata
 
 from fedrec.errors import ConfigError
 
@@ -159,6 +158,8 @@ def auc(pos_scores: np.ndarray, neg_scores: np.ndarray) -> float:
     neg = np.ravel(neg_scores).astype(np.float64)
     if pos.size == 0 or neg.size == 0:
         raise ConfigError("auc needs at least one positive and one negative score")
+    from scipy.stats import rankdata  # here: a 0.8 s import every ClientApp process paid
+
     r = rankdata(np.concatenate([pos, neg]))  # average ranks: ties count 0.5
     u_stat = r[: pos.size].sum() - pos.size * (pos.size + 1) / 2.0
     return float(u_stat / (pos.size * neg.size))
