@@ -99,7 +99,8 @@ FAB_SUFFIXES = (".py", ".toml", ".md", ".yaml", ".yml", ".json", ".jsonl")
 
 def ignored_dirs(gitignore: str) -> tuple[set[str], set[str]]:
     """Plain directory patterns of a .gitignore: (names ignored anywhere, top-level names)."""
-    anywhere, top = set(), set()
+    anywhere: set[str] = set()
+    top: set[str] = set()
     for line in gitignore.splitlines():
         line = line.strip()
         if line.endswith("/") and not any(c in line for c in "*?[!#"):

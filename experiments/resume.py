@@ -44,10 +44,29 @@ def claim_run_dir(output_dir: Path, name: str, auto: bool) -> Path:
                       "(or none, to get a fresh one), or --resume it")
 
 
-def write_launch(run_dir: Path, overrides: Mapping[str, Any], n_devices: int, n_clients: int) -> None:
+def write_launch(run_dir: Path, overrides: Mapping[str, Any], n_devices: int, n_clients: int,
+                 engine: str = "flwr") -> None:
     atomic_write(run_dir / LAUNCH, json.dumps(
-        {"overrides": dict(overrides), "n_devices": n_devices, "n_clients": n_clients},
-        indent=2, sort_keys=True))
+        {"overrides": dict(overrides), "n_devices": n_devices, "n_clients": n_clients,
+         "engine": engine}, indent=2, sort_keys=True))
+
+
+def resume_engine(run_dir: Path, asked: str | None, n_clients: int, asked_clients: int) -> str:
+    """The engine a resume runs on: the one the run started on unless another is asked for.
+
+    The simulation engines keep device state in one folder, the deployment engine on each
+    SuperNode (node ``partition-id`` i hosts the i-th block of shards): moving between them,
+    or changing the number of SuperNodes, would leave devices without their state, so it is
+    refused."""
+    started = str(read_launch(run_dir).get("engine", "flwr"))
+    engine = asked or started
+    if (engine == "deployment") != (started == "deployment"):
+        raise ConfigError(f"run {run_dir} started on the {started} engine, which keeps its "
+                          f"devices' state elsewhere; resume it with --engine {started}")
+    if engine == "deployment" and asked_clients and asked_clients != n_clients:
+        raise ConfigError(f"run {run_dir} ran on {n_clients} SuperNodes, each holding its "
+                          f"devices' state; resume it with --num-supernodes {n_clients}")
+    return engine
 
 
 def read_launch(run_dir: Path) -> dict[str, Any]:

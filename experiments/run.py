@@ -3,7 +3,7 @@
 Usage::
 
     python -m experiments.run [--run-config FILE.toml] [--set key=value ...]
-                              [--engine flwr|inprocess] [--num-supernodes N]
+                              [--engine flwr|inprocess|deployment] [--num-supernodes N]
                               [--max-restarts N]
     python -m experiments.run --resume RUN_DIR
 
@@ -77,6 +77,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import functools
 import json
 import math
 import os
@@ -85,7 +86,7 @@ import shutil
 import subprocess
 import sys
 import tomllib
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import asdict
 from datetime import UTC, datetime
 from pathlib import Path
@@ -97,13 +98,22 @@ from experiments.checks import (
     check_output_dir,
     ignored_options,
 )
+from experiments.deployment import (
+    NODE_WAIT_S,
+    DeploymentError,
+    check_reachable,
+    run_deployment,
+    run_external,
+)
 from experiments.flower_engine import REPO, flower_home, run_flwr, run_inprocess
-from experiments.resume import claim_run_dir, plan_resume, write_launch
+from experiments.ray_cluster import check_cluster, ray_address
+from experiments.resume import claim_run_dir, plan_resume, resume_engine, write_launch
 from experiments.setup import effective_config, pyproject_defaults, resolve, run_dir_for
 from fedrec.data.registry import PRESETS, resolve_data_root
 from fedrec.errors import ConfigError, FedrecError
 from fedrec.memory import TreeSampler, format_peak
 from fedrec.results import (
+    mark_failed,
     mark_interrupted,
     read_summary_if_any,
     record_memory,
@@ -225,7 +235,43 @@ def num_supernodes(n_devices: int, devices_per_client: int) -> int:
     return max(1, math.ceil(n_devices / devices_per_client))
 
 
-ENGINES = {"flwr": run_flwr, "inprocess": run_inprocess}
+ENGINES = {"flwr": run_flwr, "inprocess": run_inprocess, "deployment": run_deployment}
+
+
+def engine_for(args: argparse.Namespace) -> Callable[..., None]:
+    """The engine function, with the deployment options bound."""
+    if args.engine != "deployment":
+        return ENGINES[args.engine]
+    if args.superlink:
+        return functools.partial(run_external, address=args.superlink,
+                                 root_certificates=args.root_certificates)
+    return functools.partial(run_deployment, node_wait_s=args.node_wait)
+
+
+def check_engine_options(args: argparse.Namespace) -> None:
+    """Deployment-only options with another engine, impossible values, an unreachable
+    SuperLink: ConfigError/DeploymentError (one line) before anything starts."""
+    given = [name for name, value in (("--superlink", args.superlink),
+                                      ("--root-certificates", args.root_certificates),
+                                      ("--node-wait", args.node_wait != NODE_WAIT_S)) if value]
+    if given and args.engine not in ("deployment", None):  # None: a resume, engine to come
+        raise ConfigError(f"{', '.join(given)} only apply to --engine deployment; add it or "
+                          "drop them")
+    if args.node_wait <= 0:
+        raise ConfigError(f"--node-wait {args.node_wait:g} must be > 0 seconds")
+    if args.root_certificates and not Path(args.root_certificates).is_file():
+        raise ConfigError(f"--root-certificates {args.root_certificates} not found; pass the "
+                          "SuperLink's CA certificate (PEM)")
+    if args.root_certificates and not args.superlink:
+        raise ConfigError("--root-certificates needs --superlink (the SuperLinks this launcher "
+                          "starts are insecure, on loopback)")
+    if args.superlink:
+        check_reachable(args.superlink)
+    address = ray_address()
+    if address and args.engine != "deployment":
+        info = check_cluster(address)
+        print(f"fedrec: simulation on the Ray cluster at RAY_ADDRESS={address} "
+              f"({info['nodes']} nodes, {info['resources'].get('CPU', 0):g} CPUs)", flush=True)
 
 
 # --------------------------------------------------------------------------- outcome
@@ -252,13 +298,23 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--run-config", metavar="FILE.toml", help="flat TOML of run-config keys")
     p.add_argument("--set", dest="sets", action="append", default=[], metavar="KEY=VALUE",
                    help="override one run-config key (repeatable)")
-    p.add_argument("--engine", choices=sorted(ENGINES), default="flwr")
+    p.add_argument("--engine", choices=sorted(ENGINES), default=None,
+                   help="flwr (default): simulation through flwr run; inprocess: "
+                        "run_simulation in this process; deployment: a SuperLink and "
+                        "SuperNodes (docs/deployment.md). A resume keeps the run's engine")
     p.add_argument("--num-supernodes", type=int, default=0,
                    help="Flower clients (default: ceil(devices / devices-per-client))")
     p.add_argument("--resume", metavar="RUN_DIR",
                    help="continue an interrupted run after its last finished round")
     p.add_argument("--max-restarts", type=int, default=2, metavar="N",
                    help="resume automatically at most N times when a simulation worker dies")
+    p.add_argument("--node-wait", type=float, default=NODE_WAIT_S, metavar="S",
+                   help="deployment: seconds to wait for every SuperNode to register")
+    p.add_argument("--superlink", metavar="HOST:PORT",
+                   help="deployment: run on this SuperLink and the SuperNodes someone started "
+                        "against it (docs/deployment.md) instead of local ones")
+    p.add_argument("--root-certificates", metavar="CA.pem",
+                   help="deployment with --superlink: TLS to the SuperLink (else insecure)")
     return p.parse_args(argv)
 
 
@@ -273,7 +329,9 @@ def prepare(args: argparse.Namespace) -> tuple[dict[str, Any], Path, int, int] |
         if plan is None:
             return None
         overrides, n_devices, n_clients = plan
-        return overrides, Path(args.resume).resolve(), n_devices, args.num_supernodes or n_clients
+        run_dir = Path(args.resume).resolve()
+        args.engine = resume_engine(run_dir, args.engine, n_clients, args.num_supernodes)
+        return overrides, run_dir, n_devices, args.num_supernodes or n_clients
     overrides = build_overrides(args.run_config, args.sets, Path.cwd(), datetime.now(UTC))
     run_dir, n_devices = validate(overrides)
     per_client = int(resolve(effective_config({}, overrides))[0].sim.devices_per_client)
@@ -281,7 +339,7 @@ def prepare(args: argparse.Namespace) -> tuple[dict[str, Any], Path, int, int] |
     auto = not given_values(args.run_config, args.sets).get("run-name")
     run_dir = claim_run_dir(run_dir.parent, run_dir.name, auto)
     overrides["run-name"] = run_dir.name
-    write_launch(run_dir, overrides, n_devices, n_clients)
+    write_launch(run_dir, overrides, n_devices, n_clients, args.engine)
     return overrides, run_dir, n_devices, n_clients
 
 
@@ -294,8 +352,8 @@ def start_watchdog(run_dir: Path, home: Path) -> subprocess.Popen:
                             stderr=subprocess.DEVNULL)
 
 
-def launch(engine: str, overrides: dict[str, Any], n_clients: int, run_dir: Path,
-           max_restarts: int) -> bool:
+def launch(engine: Callable[..., None], overrides: dict[str, Any], n_clients: int,
+           run_dir: Path, max_restarts: int) -> bool:
     """Run on ``engine``, resuming up to ``max_restarts`` times after a dead worker; True
     when interrupted (Ctrl-C/SIGTERM). Every process started is stopped on return."""
     home = flower_home(run_dir)
@@ -303,10 +361,13 @@ def launch(engine: str, overrides: dict[str, Any], n_clients: int, run_dir: Path
     try:
         for attempt in range(max_restarts + 1):
             try:
-                ENGINES[engine](overrides, n_clients, run_dir, home)
+                engine(overrides, n_clients, run_dir, home)
             except KeyboardInterrupt:
                 mark_interrupted(run_dir, "interrupted by Ctrl-C or SIGTERM")
                 return True
+            except DeploymentError as exc:  # the federation never came up: no round ran
+                mark_failed(run_dir, str(exc))
+                return False
             summary = read_summary_if_any(run_dir)
             if summary.get("status") != "failed" or not summary.get("restartable") \
                     or attempt == max_restarts:
@@ -326,10 +387,13 @@ def launch(engine: str, overrides: dict[str, Any], n_clients: int, run_dir: Path
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
+    if not args.resume:
+        args.engine = args.engine or "flwr"
     if str(REPO) not in sys.path:  # plug-in modules in the project folder, as in the FAB
         sys.path.insert(0, str(REPO))
     try:
         check_num_supernodes(args.num_supernodes)
+        check_engine_options(args)
         prepared = prepare(args)
     except FedrecError as exc:
         print(f"error: {exc}", file=sys.stderr)
@@ -344,7 +408,7 @@ def main(argv: list[str] | None = None) -> int:
     print(f"{verb} {n_devices} devices on {n} Flower clients ({args.engine} engine) -> {run_dir}",
           flush=True)
     with TreeSampler(os.getpid()) as sampler:   # the launcher and everything it starts
-        interrupted = launch(args.engine, overrides, n, run_dir, args.max_restarts)
+        interrupted = launch(engine_for(args), overrides, n, run_dir, args.max_restarts)
     record_memory(run_dir, asdict(sampler.peak))
     status, line = outcome(run_dir)
     print(line, file=sys.stderr if status else sys.stdout)

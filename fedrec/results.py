@@ -160,6 +160,14 @@ def mark_interrupted(run_dir: str | Path, reason: str) -> bool:
     return True
 
 
+def mark_failed(run_dir: str | Path, reason: str) -> None:
+    """A run that failed before its ServerApp wrote anything (e.g. the SuperNodes never came
+    up): summary "failed" with the one-line reason, unless a summary already says more."""
+    if read_summary_if_any(run_dir).get("status") in (None, "running"):
+        write_summary(run_dir, {"status": "failed", "error": reason, "restartable": False,
+                                "rounds_completed": 0})
+
+
 def record_memory(run_dir: str | Path, peak: dict[str, Any]) -> None:
     """Add the launcher's whole-process-tree memory peak (fedrec.memory) to summary.json."""
     summary = read_summary_if_any(run_dir)

@@ -11,7 +11,6 @@ import signal
 import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 import pytest
@@ -21,36 +20,18 @@ from experiments import run as er
 from experiments.flower_engine import REPO
 from fedrec.results import read_rounds, read_summary
 from strategies.fedmf import FedMF, FedMFDevice
+from tests.experiments.runs import TINY, comparable, reference_run, sets, wait_for
 
-TINY = ["synthetic-size=tiny", "eval-negatives=20", "quiet=true", "devices-per-client=8"]
 ROUNDS = 12
 
 
-def sets(*pairs: str) -> list[str]:
-    return [a for p in pairs for a in ("--set", p)]
 
 
-def comparable(run_dir: Path) -> list[dict]:
-    timing = lambda k: k.endswith("wall_s") or k in ("elapsed_s", "eta_s")
-    return [{k: v for k, v in r.items() if not timing(k)} for r in read_rounds(run_dir)]
-
-
-def wait_for(cond, timeout_s: float, what: str) -> None:
-    deadline = time.monotonic() + timeout_s
-    while not cond():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        time.sleep(0.1)
 
 
 @pytest.fixture(scope="module")
 def reference(tmp_path_factory) -> Path:
-    """An undisturbed in-process run of FedMF for ROUNDS rounds."""
-    out = tmp_path_factory.mktemp("ref")
-    args = ["--engine", "inprocess", *sets(*TINY, f"num-rounds={ROUNDS}", f"output-dir={out}",
-                                           "run-name=ref")]
-    assert er.main(args) == 0
-    return out / "ref"
+    return reference_run(tmp_path_factory.mktemp("ref"), ROUNDS)
 
 
 class CrashOnceDevice(FedMFDevice):

@@ -1,0 +1,185 @@
+"""Flower's Deployment Engine (experiments/deployment.py): a real SuperLink and SuperNodes on
+loopback, killed with kill -9 and resumed, end with the simulation's numbers; a federation
+that cannot come up fails in one line (synthetic "tiny": 30 devices, 4 SuperNodes of 8)."""
+
+from __future__ import annotations
+
+import json
+import signal
+import socket
+import subprocess
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from clients.host import DeviceHost
+from experiments import deployment as dep
+from experiments import procs
+from experiments import run as er
+from experiments.flower_engine import REPO, free_port
+from experiments.resume import resume_engine, write_launch
+from fedrec.errors import ConfigError
+from fedrec.results import read_summary
+from strategies.driver import partition_order
+from strategies.messages import route
+from tests.experiments.runs import TINY, comparable, reference_run, sets, wait_for
+
+ROUNDS = 4
+
+
+
+
+def flower_processes() -> set[int]:
+    """Live SuperNode and ClientApp processes on this machine."""
+    mine = procs.descendants(1)
+    out = set()
+    for pid in mine:
+        try:
+            cmd = Path(f"/proc/{pid}/cmdline").read_bytes()
+        except OSError:
+            continue
+        if any(name in cmd for name in (b"flower-supernode", b"flwr-clientapp")) \
+                and procs.alive(pid):
+            out.add(pid)
+    return out
+
+
+# --------------------------------------------------------------------------- routing
+@dataclass
+class Res:
+    properties: dict
+
+
+class PartProxy:
+    def __init__(self, cid: str, part: int | None, fail: bool = False) -> None:
+        self.cid, self.part, self.fail = cid, part, fail
+
+    def get_properties(self, ins, timeout, group_id) -> Res:
+        if self.fail:
+            raise RuntimeError("dead")
+        return Res({} if self.part is None else {"partition-id": self.part})
+
+
+def test_clients_are_ordered_by_partition_not_by_the_ids_they_registered_with():
+    proxies = {"900": PartProxy("900", 0), "12": PartProxy("12", 2), "55": PartProxy("55", 1),
+               "7": PartProxy("7", None), "3": PartProxy("3", 3, fail=True)}
+    assert partition_order(proxies, None, None) == ["900", "55", "12", "3", "7"]
+
+
+def test_a_node_hosts_one_contiguous_block_of_shards():
+    ids = list(range(30))
+    slots = route(ids, 4, 3, n_devices=30)          # 8 shards on 3 nodes
+    assert slots == {0: list(range(12)), 1: list(range(12, 24)), 2: list(range(24, 30))}
+    assert route(ids, 8, 4, n_devices=30) == {i: list(range(8 * i, min(30, 8 * i + 8)))
+                                              for i in range(4)}
+    assert route([5, 29], 4, 3, n_devices=30) == {0: [5], 2: [29]}   # a sample: same homes
+
+
+def test_a_device_host_names_its_partition():
+    host = DeviceHost(logic=None, profile_of=None, seed=0, partition=3)  # type: ignore[arg-type]
+    assert host.get_properties({}) == {"partition-id": 3}
+    assert DeviceHost(None, None, 0).get_properties({}) == {}  # type: ignore[arg-type]
+
+
+# --------------------------------------------------------------------------- bad input
+def closed_port() -> int:
+    port = free_port()
+    with socket.socket() as s:   # nobody listens there once free_port's socket closed
+        assert s.connect_ex(("127.0.0.1", port)) != 0
+    return port
+
+
+def test_no_superlink_at_the_address_is_one_line_before_anything_starts(tmp_path, monkeypatch,
+                                                                         capsys):
+    monkeypatch.setattr(dep, "SUPERLINK_WAIT_S", 1.0)
+    port = closed_port()
+    args = ["--engine", "deployment", "--superlink", f"127.0.0.1:{port}",
+            *sets(*TINY, f"output-dir={tmp_path}", "run-name=x")]
+    assert er.main(args) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith(f"error: no SuperLink answers at 127.0.0.1:{port}")
+    assert "fix --superlink" in err[0] and not (tmp_path / "x").exists()
+
+
+@pytest.mark.parametrize("args, says", [
+    (["--superlink", "127.0.0.1:1"], "--superlink only apply to --engine deployment"),
+    (["--engine", "deployment", "--superlink", "nohost"], "is not host:port"),
+    (["--engine", "deployment", "--node-wait", "0"], "--node-wait 0 must be > 0"),
+    (["--engine", "deployment", "--root-certificates", "/nonexistent.pem", "--superlink",
+      "127.0.0.1:1"], "--root-certificates /nonexistent.pem not found"),
+])
+def test_deployment_options_that_cannot_work_are_refused(args, says, tmp_path, capsys):
+    assert er.main([*args, *sets(*TINY, f"output-dir={tmp_path}")]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and says in err[0], err
+    assert not list(tmp_path.iterdir())
+
+
+def test_a_supernode_that_never_registers_is_reported_and_stopped(tmp_path):
+    address = f"127.0.0.1:{closed_port()}"
+    nodes = dep.start_nodes(address, 2, tmp_path, tmp_path / "home")
+    try:
+        with pytest.raises(dep.DeploymentError) as info:
+            dep.wait_registered(nodes, address, timeout_s=3)
+    finally:
+        dep.stop_nodes(nodes)
+    line = str(info.value)
+    assert "\n" not in line and f"did not register with the SuperLink at {address}" in line
+    assert "within 3 s" in line and "supernode-0.log" in line
+    assert all(n.proc.poll() is not None for n in nodes)
+
+
+def test_a_run_moves_neither_between_engines_nor_between_node_counts(tmp_path):
+    write_launch(tmp_path, {}, 30, 4, "deployment")
+    assert resume_engine(tmp_path, None, 4, 0) == "deployment"
+    with pytest.raises(ConfigError, match="resume it with --engine deployment"):
+        resume_engine(tmp_path, "flwr", 4, 0)
+    with pytest.raises(ConfigError, match="resume it with --num-supernodes 4"):
+        resume_engine(tmp_path, "deployment", 4, 3)
+    write_launch(tmp_path, {}, 30, 4, "flwr")
+    assert resume_engine(tmp_path, "inprocess", 4, 2) == "inprocess"  # one state folder
+    with pytest.raises(ConfigError, match="resume it with --engine flwr"):
+        resume_engine(tmp_path, "deployment", 4, 0)
+
+
+# --------------------------------------------------------------------------- end to end
+@pytest.fixture(scope="module")
+def reference(tmp_path_factory) -> Path:
+    return reference_run(tmp_path_factory.mktemp("ref"), ROUNDS)
+
+
+@pytest.mark.slow
+def test_kill_9_on_supernodes_and_resume_ends_like_an_undisturbed_run(reference, tmp_path,
+                                                                     device_state_root):
+    cmd = [sys.executable, "-m", "experiments.run", "--engine", "deployment",
+           *sets(*TINY, f"num-rounds={ROUNDS}", f"output-dir={tmp_path}", "run-name=k")]
+    run_dir = tmp_path / "k"
+    with (tmp_path / "launcher.log").open("w") as log:
+        launcher = subprocess.Popen(cmd, cwd=REPO, stdout=log, stderr=subprocess.STDOUT)
+    rounds = run_dir / "rounds.jsonl"
+    wait_for(lambda: rounds.is_file() and len(rounds.read_text().splitlines()) >= 1, 300,
+             "a finished round")
+    started = procs.descendants(launcher.pid)
+    launcher.send_signal(signal.SIGKILL)
+    launcher.wait()
+    wait_for(lambda: not any(procs.alive(p) for p in started), 60, "the federation to stop")
+    wait_for(lambda: read_summary(run_dir)["status"] != "running", 30, "the summary to change")
+    assert read_summary(run_dir)["status"] == "interrupted"
+    run_id = (run_dir / "run_id").read_text()
+    # each node holds the state of its own block only (shard i of 8 devices on node i); a
+    # node whose devices all dropped out of round 1 has none yet
+    shards = [(int(p.parent.parent.name.removeprefix("node-")), int(p.name.removeprefix("shard-")))
+              for p in device_state_root.glob(f"node-*/{run_id}/shard-*")]
+    assert len(shards) >= 2 and all(node == shard for node, shard in shards), shards
+    assert er.main(["--resume", str(run_dir)]) == 0          # the engine it started on
+    assert comparable(run_dir) == comparable(reference)     # = the in-process simulation
+    assert read_summary(run_dir)["final"] == read_summary(reference)["final"]
+    assert json.loads((run_dir / "launch.json").read_text())["engine"] == "deployment"
+    logs = sorted(p.name for p in run_dir.glob("supernode-*.log"))
+    assert logs == [f"supernode-{i}.log" for i in range(4)]
+    assert not flower_processes()                            # every node stopped
+    assert not list(device_state_root.glob(f"node-*/{run_id}"))   # the run's end cleans up
+
+
