@@ -99,6 +99,7 @@ class DataConfig:
     dataset: str = "synthetic"
     data_root: str = ""          # "" = $FEDREC_DATA or ../shared/data
     synthetic_size: str = "small"
+    synthetic_users: int = 0      # 0 = the size's own user count; else that many users (devices)
     max_devices: int = 0          # 0 = every user; else the first N users (by device id)
     min_user_interactions: int = 5
     eval_protocol: str = "sampled"   # "sampled" (N negatives) or "full" (all items)
@@ -113,6 +114,7 @@ class DataConfig:
                f"eval-protocol = {self.eval_protocol!r}; use 'sampled' or 'full'")
         _check(self.eval_negatives >= 1, "eval-negatives must be >= 1")
         _check(self.max_devices >= 0, "max-devices must be >= 0 (0 = all users)")
+        _check(self.synthetic_users >= 0, "synthetic-users must be >= 0 (0 = the size's own)")
         _check(self.min_user_interactions >= 3,
                "min-user-interactions must be >= 3 (leave-one-out needs train, valid and test)")
 

@@ -116,7 +116,8 @@ def load_for_run(cfg: DataConfig) -> Dataset:
         from fedrec.data.synthetic import generate, preset
 
         size = cfg.dataset.removeprefix("synthetic-") if "-" in cfg.dataset else cfg.synthetic_size
-        return generate(preset(size, seed=cfg.seed))
+        users = {"n_users": cfg.synthetic_users} if cfg.synthetic_users else {}
+        return generate(preset(size, seed=cfg.seed, **users))
     from fedrec.data.registry import load_dataset
 
     return load_dataset(cfg.dataset, data_root=cfg.data_root or None)

@@ -99,6 +99,7 @@ def test_extra_keys_and_prefixed_families_are_accepted():
     ({"seed": 2**32}, f"seed = {2**32} is out of range"),
     ({"dataset": ""}, "dataset is empty; pass --set dataset=<a preset such as synthetic"),
     ({"dataset": "  "}, "dataset is empty"),
+    ({"synthetic-users": -1}, "synthetic-users must be >= 0 (0 = the size's own)"),
     ({"round-timeout-s": -0.5}, "round-timeout-s must be >= 0 seconds (0 = no timeout)"),
     ({"device-mix": "pixel9:1"}, ("device-mix: unknown device tier 'pixel9' in 'pixel9:1'; "
                                   "valid tiers: highend, iphone8plus, lowend, pixel2")),
@@ -120,6 +121,15 @@ def test_edge_values_that_are_accepted():
     cfg = parse_run_config({"seed": 2**32 - 1, "run-name": "a..b", "round-timeout-s": 0.0,
                             "device-mix": "highend"})
     assert (cfg.data.seed, cfg.train.seed, cfg.output.run_name) == (2**32 - 1, 2**32 - 1, "a..b")
+
+
+def test_synthetic_users_sets_the_population_of_the_generator():
+    from fedrec.federated import load_for_run
+
+    ds = load_for_run(parse_run_config({"synthetic-size": "tiny", "synthetic-users": 45}).data)
+    assert ds.interactions["user"].nunique() == 45
+    default = load_for_run(parse_run_config({"synthetic-size": "tiny"}).data)
+    assert default.interactions["user"].nunique() == 30
 
 
 def test_parse_section_with_a_prefix_reads_only_its_keys():
