@@ -65,7 +65,7 @@ def run_one(n_users: int, cohort: int, engine: str, out: Path, state_root: Path)
             "fit_ms_per_device": 1e3 * r2["fit_wall_s"] / n_users,
             "round3_with_eval_s": r3["round_wall_s"],
             "devices_ok": r2["devices_ok"], "eval_devices": r3.get("eval_devices"),
-            "hr@10": r3.get("hr@10"), "wall_s": summary.get("wall_s"),
+            "test_hr@10": r3.get("test_hr@10"), "wall_s": summary.get("wall_s"),
             "peak_pss_bytes": sampler.peak.pss_bytes, "peak_rss_bytes": sampler.peak.rss_bytes,
             "peak_procs": sampler.peak.n_procs, "state_bytes": state_bytes}
 

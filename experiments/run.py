@@ -336,6 +336,8 @@ def prepare(args: argparse.Namespace) -> tuple[dict[str, Any], Path, int, int] |
     run_dir, n_devices = validate(overrides)
     per_client = int(resolve(effective_config({}, overrides))[0].sim.devices_per_client)
     n_clients = args.num_supernodes or num_supernodes(n_devices, per_client)
+    if args.num_supernodes:   # the cloud waits for these, not for one client per shard
+        overrides["flower-clients"] = n_clients
     auto = not given_values(args.run_config, args.sets).get("run-name")
     run_dir = claim_run_dir(run_dir.parent, run_dir.name, auto)
     overrides["run-name"] = run_dir.name

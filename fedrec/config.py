@@ -151,6 +151,8 @@ class SimConfig:
     """How devices map onto Flower clients, and their hardware."""
 
     devices_per_client: int = 64
+    flower_clients: int = 0          # Flower clients the cloud waits for; 0 = ceil(devices /
+                                     # devices-per-client) (experiments.run sets --num-supernodes)
     device_mix: str = "pixel2:0.5,iphone8plus:0.3,highend:0.2"
     simulate_dropouts: bool = True   # devices drop out by their profile's availability
     keep_device_state: bool = False  # hosts keep their devices' private state after the run
@@ -166,6 +168,7 @@ class SimConfig:
 
     def __post_init__(self) -> None:
         _check(self.devices_per_client >= 1, "devices-per-client must be >= 1")
+        _check(self.flower_clients >= 0, "flower-clients must be >= 0 (0 = one per shard)")
         _check(self.eval_every >= 0, "eval-every must be >= 0 (0 = only after the last round)")
         _check(0.0 < self.eval_fraction <= 1.0, "eval-fraction must be in (0, 1]")
         _check(self.round_timeout_s >= 0, "round-timeout-s must be >= 0 seconds (0 = no timeout)")

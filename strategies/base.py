@@ -139,7 +139,7 @@ class DeviceStrategy(Strategy):
         self.run_id = recorder.run_id
         self.n_devices: int = self.cloud.n_devices
         self.shard = cfg.sim.devices_per_client
-        self.expected_clients = -(-self.n_devices // self.shard)
+        self.expected_clients = cfg.sim.flower_clients or -(-self.n_devices // self.shard)
         self.global_arrays: Arrays = self.init_global()
         self.totals: dict[int, dict[str, float]] = defaultdict(_float_totals)
         self.log = RoundLog(num_rounds=cfg.train.num_rounds)

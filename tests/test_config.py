@@ -99,6 +99,7 @@ def test_extra_keys_and_prefixed_families_are_accepted():
     ({"seed": 2**32}, f"seed = {2**32} is out of range"),
     ({"dataset": ""}, "dataset is empty; pass --set dataset=<a preset such as synthetic"),
     ({"dataset": "  "}, "dataset is empty"),
+    ({"flower-clients": -1}, "flower-clients must be >= 0 (0 = one per shard)"),
     ({"synthetic-users": -1}, "synthetic-users must be >= 0 (0 = the size's own)"),
     ({"round-timeout-s": -0.5}, "round-timeout-s must be >= 0 seconds (0 = no timeout)"),
     ({"device-mix": "pixel9:1"}, ("device-mix: unknown device tier 'pixel9' in 'pixel9:1'; "

@@ -117,6 +117,11 @@ def test_route_keeps_shards_whole_and_covers_every_device(n_clients):
     assert slots == {s: [d for d in ids if (d // 4) % n_clients == s] for s in slots}
 
 
+def test_the_cloud_waits_for_one_client_per_shard_unless_told_how_many(tmp_path):
+    assert make(tmp_path / "a").expected_clients == 3                  # 10 devices, shards of 4
+    assert make(tmp_path / "b", **{"flower-clients": 2}).expected_clients == 2
+
+
 # --------------------------------------------------------------------------- Flower hooks
 def test_configure_fit_sends_each_client_its_shards(tmp_path):
     strat = make(tmp_path)
