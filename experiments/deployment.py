@@ -25,6 +25,7 @@ What we found with flwr 1.41 (see docs/deployment.md for measurements):
 from __future__ import annotations
 
 import json
+import re
 import signal
 import socket
 import subprocess
@@ -199,15 +200,51 @@ def check_reachable(address: str, timeout_s: float | None = None, what: str = "S
             time.sleep(0.5)
 
 
+#: what ``flwr run`` prints once the SuperLink accepted the run (flwr 1.41)
+STARTED_RUN = re.compile(r"Successfully started run (\d+)")
+
+
+def started_run_id(line: str) -> str | None:
+    """The run id in a line of ``flwr run``'s output, if it announces one."""
+    m = STARTED_RUN.search(line)
+    return m.group(1) if m else None
+
+
+def stream_run(home: Path) -> None:
+    """``flwr run`` with its output passed through; on Ctrl-C/SIGTERM the run it started on
+    the SuperLink is stopped too (``flwr stop``), since stopping the stream alone would leave
+    the run going on a SuperLink we do not own."""
+    env = {**flower_env(home), "PYTHONUNBUFFERED": "1"}  # else its lines come at the end
+    proc = subprocess.Popen(flwr_run_command(home), cwd=home / "cwd", env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    run_id = None
+    try:
+        assert proc.stdout is not None
+        for line in proc.stdout:
+            sys.stdout.write(line)
+            sys.stdout.flush()
+            run_id = run_id or started_run_id(line)
+        proc.wait()
+    except KeyboardInterrupt:
+        if run_id:
+            subprocess.run([str(Path(sys.executable).parent / "flwr"), "stop", run_id, CONNECTION],
+                           cwd=home / "cwd", env=flower_env(home), check=False, timeout=60,
+                           stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        proc.terminate()
+        proc.wait()
+        raise
+
+
 def run_external(overrides: Mapping[str, Any], n_supernodes: int, run_dir: Path, home: Path,
                  address: str, root_certificates: Path | None = None) -> None:
-    """The run on a SuperLink someone else started, with their SuperNodes (docs/deployment.md)."""
+    """The run on a SuperLink someone else started, with their SuperNodes (docs/deployment.md).
+    The ServerApp runs next to that SuperLink and writes the run directory there: run the
+    launcher on that machine, or give an ``output-dir`` both machines see."""
     stage(overrides, run_dir, home)
     write_connection(home, address, root_certificates)
     previous = signal.signal(signal.SIGTERM, _interrupted)
     try:
-        subprocess.run(flwr_run_command(home), cwd=home / "cwd", env=flower_env(home),
-                       check=False)
+        stream_run(home)
     finally:
         signal.signal(signal.SIGTERM, previous)
 

@@ -132,6 +132,12 @@ def test_a_supernode_that_never_registers_is_reported_and_stopped(tmp_path):
     assert all(n.proc.poll() is not None for n in nodes)
 
 
+def test_the_run_id_is_read_from_flwr_runs_output():
+    assert dep.started_run_id("Successfully started run 3951012887588354344\n") == \
+        "3951012887588354344"
+    assert dep.started_run_id("Using SuperLink: fedrec-local (127.0.0.1:44095)") is None
+
+
 def test_a_run_moves_neither_between_engines_nor_between_node_counts(tmp_path):
     write_launch(tmp_path, {}, 30, 4, "deployment")
     assert resume_engine(tmp_path, None, 4, 0) == "deployment"
