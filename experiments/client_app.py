@@ -31,11 +31,12 @@ def make_client_fn(overrides: dict | None = None):
         logic = _logic(tuple(sorted(flat.items())))
         profiles = device_profiles(logic.fed.n_devices, cfg.sim.device_mix, cfg.train.seed)
         faults = Faults(cfg.sim.fault_unavailable, cfg.sim.fault_crash, cfg.sim.deadline_s)
-        root = str(context.node_config.get("state-dir") or "") or None  # else the host's default
+        root = context.node_config.get("state-dir")   # else the host's default
         part = context.node_config.get("partition-id")
         return DeviceHost(logic, profiles.__getitem__, cfg.train.seed,
-                          dropouts=cfg.sim.simulate_dropouts, faults=faults, state_root=root,
-                          partition=int(part) if isinstance(part, int) else None).to_client()
+                          dropouts=cfg.sim.simulate_dropouts, faults=faults,
+                          state_root=str(root) if root else None,
+                          partition=part if isinstance(part, int) else None).to_client()
 
     return client_fn
 

@@ -40,14 +40,13 @@ from clients.state import default_state_root
 from experiments import procs
 from experiments.flower_engine import (
     CONNECTION,
-    REPO,
     _interrupted,
     flower_env,
     free_port,
-    stage_app,
+    stage,
+    start_superlink,
     stop_superlink,
-    to_toml,
-    wait_ready,
+    write_connection,
 )
 from fedrec.errors import FedrecError
 
@@ -70,13 +69,6 @@ class Node:
     partition: int
     proc: subprocess.Popen
     log: Path
-
-
-def superlink_command(port: int) -> list[str]:
-    """A SuperLink without ``--simulation``: SuperNodes connect to its Fleet API."""
-    return [str(Path(sys.executable).parent / "flower-superlink"), "--insecure",
-            "--disable-runtime-dependency-installation", "--isolation", "subprocess",
-            "--host", "127.0.0.1", "--port", str(port)]
 
 
 def node_config(partition: int, n_nodes: int, state_dir: Path) -> str:
@@ -155,26 +147,9 @@ def stop_nodes(nodes: list[Node], grace_s: float = 10.0) -> None:
         node.proc.wait()
 
 
-def write_connection(home: Path, address: str, root_certificates: Path | None = None) -> None:
-    """``$FLWR_HOME/config.toml`` naming one SuperLink (insecure unless certificates given)."""
-    tls = (f"root-certificates = {json.dumps(str(root_certificates))}\n" if root_certificates
-           else "insecure = true\n")
-    (home / "config.toml").write_text(
-        f'[superlink]\ndefault = "{CONNECTION}"\n\n[superlink.{CONNECTION}]\n'
-        f'address = "{address}"\n{tls}')
-
-
 def flwr_run_command(home: Path) -> list[str]:
     return [str(Path(sys.executable).parent / "flwr"), "run", str(home / "app"), CONNECTION,
             "--stream", "--run-config", str(home / "run_config.toml")]
-
-
-def stage(overrides: Mapping[str, Any], run_dir: Path, home: Path) -> None:
-    """The app copy and its run config in ``home``; the run directory."""
-    (home / "cwd").mkdir(parents=True, exist_ok=True)
-    (home / "run_config.toml").write_text(to_toml(overrides))
-    stage_app(REPO, home / "app", skip=(run_dir.parent,))
-    run_dir.mkdir(parents=True, exist_ok=True)
 
 
 def check_reachable(address: str, timeout_s: float | None = None, what: str = "SuperLink",
@@ -258,20 +233,16 @@ def run_deployment(overrides: Mapping[str, Any], n_supernodes: int, run_dir: Pat
     port = free_port()
     address = f"127.0.0.1:{port}"
     write_connection(home, address)
-    env = flower_env(home)
-    log = run_dir / "superlink.log"
     previous = signal.signal(signal.SIGTERM, _interrupted)  # so `finally` runs on kill
-    nodes: list[Node] = []
-    with log.open("w") as fh:
-        link = subprocess.Popen(superlink_command(port), cwd=home / "cwd", env=env, stdout=fh,
-                                stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                                start_new_session=True)
+    link, nodes = None, []
     try:
-        wait_ready(port, link, log)
+        link = start_superlink(port, home, run_dir, simulation=False)
         nodes = start_nodes(address, n_supernodes, run_dir, home)
         wait_registered(nodes, address, node_wait_s)
-        subprocess.run(flwr_run_command(home), cwd=home / "cwd", env=env, check=False)
+        subprocess.run(flwr_run_command(home), cwd=home / "cwd", env=flower_env(home),
+                       check=False)
     finally:
         stop_nodes(nodes)
-        stop_superlink(link)
+        if link is not None:
+            stop_superlink(link)
         signal.signal(signal.SIGTERM, previous)

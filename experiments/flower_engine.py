@@ -64,10 +64,29 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def superlink_command(port: int) -> list[str]:
-    return [str(Path(sys.executable).parent / "flower-superlink"), "--insecure", "--simulation",
+def superlink_command(port: int, simulation: bool = True) -> list[str]:
+    """Our own SuperLink on loopback; without ``simulation`` SuperNodes connect to it."""
+    return [str(Path(sys.executable).parent / "flower-superlink"), "--insecure",
+            *(["--simulation"] if simulation else []),
             "--disable-runtime-dependency-installation", "--isolation", "subprocess",
             "--host", "127.0.0.1", "--port", str(port)]
+
+
+def start_superlink(port: int, home: Path, run_dir: Path, simulation: bool = True
+                    ) -> subprocess.Popen:
+    """The SuperLink in a session of its own, logging to ``<run dir>/superlink.log``; returns
+    once its /health answers (RuntimeError if it dies or does not come up)."""
+    log = run_dir / "superlink.log"
+    with log.open("w") as fh:
+        link = subprocess.Popen(superlink_command(port, simulation), cwd=home / "cwd",
+                                env=flower_env(home), stdout=fh, stderr=subprocess.STDOUT,
+                                stdin=subprocess.DEVNULL, start_new_session=True)
+    try:
+        wait_ready(port, link, log)
+    except BaseException:
+        stop_superlink(link)
+        raise
+    return link
 
 
 def wait_ready(port: int, proc: subprocess.Popen, log: Path, timeout_s: float = 60.0) -> None:
@@ -142,28 +161,37 @@ def flower_home(run_dir: Path) -> Path:
     return Path(tempfile.mkdtemp(prefix=f"fedrec-flwr-{run_dir.name[:40]}-"))
 
 
-def run_flwr(overrides: Mapping[str, Any], n_supernodes: int, run_dir: Path, home: Path) -> None:
-    """``flwr run`` against a SuperLink of our own (see module docstring)."""
-    (home / "cwd").mkdir(parents=True, exist_ok=True)
-    port = free_port()
+def write_connection(home: Path, address: str, root_certificates: Path | None = None) -> None:
+    """``$FLWR_HOME/config.toml`` naming one SuperLink (insecure unless certificates given)."""
+    tls = (f"root-certificates = {json.dumps(str(root_certificates))}\n" if root_certificates
+           else "insecure = true\n")
     (home / "config.toml").write_text(
         f'[superlink]\ndefault = "{CONNECTION}"\n\n[superlink.{CONNECTION}]\n'
-        f'address = "127.0.0.1:{port}"\ninsecure = true\n')
+        f'address = "{address}"\n{tls}')
+
+
+def stage(overrides: Mapping[str, Any], run_dir: Path, home: Path) -> None:
+    """The app copy and its run config in ``home``; the run directory."""
+    (home / "cwd").mkdir(parents=True, exist_ok=True)
     (home / "run_config.toml").write_text(to_toml(overrides))
     stage_app(REPO, home / "app", skip=(run_dir.parent,))
-    env = flower_env(home)
     run_dir.mkdir(parents=True, exist_ok=True)
-    log = run_dir / "superlink.log"
-    with log.open("w") as fh:
-        link = subprocess.Popen(superlink_command(port), cwd=home / "cwd", env=env, stdout=fh,
-                                stderr=subprocess.STDOUT, start_new_session=True)
+
+
+def run_flwr(overrides: Mapping[str, Any], n_supernodes: int, run_dir: Path, home: Path) -> None:
+    """``flwr run`` against a SuperLink of our own (see module docstring)."""
+    stage(overrides, run_dir, home)
+    port = free_port()
+    write_connection(home, f"127.0.0.1:{port}")
     previous = signal.signal(signal.SIGTERM, _interrupted)  # so `finally` runs on kill
+    link = None
     try:
-        wait_ready(port, link, log)
+        link = start_superlink(port, home, run_dir)
         cmd = flwr_command(home / "app", home / "run_config.toml", n_supernodes)
-        subprocess.run(cmd, cwd=home / "cwd", env=env, check=False)
+        subprocess.run(cmd, cwd=home / "cwd", env=flower_env(home), check=False)
     finally:
-        stop_superlink(link)
+        if link is not None:
+            stop_superlink(link)
         signal.signal(signal.SIGTERM, previous)
         shutil.rmtree(home, ignore_errors=True)
 

@@ -3,11 +3,17 @@ without timings, polling, and an undisturbed in-process reference run."""
 
 from __future__ import annotations
 
+import signal
+import subprocess
+import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 
+from experiments import procs
 from experiments import run as er
-from fedrec.results import read_rounds
+from experiments.flower_engine import REPO
+from fedrec.results import read_rounds, read_summary
 
 #: synthetic "tiny": 30 devices, 4 Flower clients of 8 devices
 TINY = ["synthetic-size=tiny", "eval-negatives=20", "quiet=true", "devices-per-client=8"]
@@ -37,3 +43,24 @@ def reference_run(out: Path, rounds: int) -> Path:
                                            "run-name=ref")]
     assert er.main(args) == 0
     return out / "ref"
+
+
+def kill_9_after(args: list[str], run_dir: Path, rounds: int, timeout_s: float,
+                 before_kill: Callable[[set[int]], None] = lambda started: None,
+                 env: dict[str, str] | None = None) -> None:
+    """``python -m experiments.run ARGS`` in a subprocess (output in ``launcher.log`` beside
+    ``run_dir``), ``kill -9`` once ``rounds`` rounds are recorded; returns when every process
+    it had started has stopped and the summary no longer says "running". ``before_kill``
+    sees the launcher's descendants just before the kill."""
+    cmd = [sys.executable, "-m", "experiments.run", *args]
+    with (run_dir.parent / "launcher.log").open("w") as log:
+        launcher = subprocess.Popen(cmd, cwd=REPO, stdout=log, stderr=subprocess.STDOUT, env=env)
+    done = run_dir / "rounds.jsonl"
+    wait_for(lambda: done.is_file() and len(done.read_text().splitlines()) >= rounds, timeout_s,
+             f"{rounds} finished round(s)")
+    started = procs.descendants(launcher.pid)
+    before_kill(started)
+    launcher.send_signal(signal.SIGKILL)
+    launcher.wait()
+    wait_for(lambda: not any(procs.alive(p) for p in started), 60, "the Flower stack to stop")
+    wait_for(lambda: read_summary(run_dir)["status"] != "running", 30, "the summary to change")

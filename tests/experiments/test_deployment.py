@@ -6,10 +6,7 @@ SuperNodes; the reference simulation has 4 clients)."""
 from __future__ import annotations
 
 import json
-import signal
 import socket
-import subprocess
-import sys
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -19,13 +16,13 @@ from clients.host import DeviceHost
 from experiments import deployment as dep
 from experiments import procs
 from experiments import run as er
-from experiments.flower_engine import REPO, free_port
+from experiments.flower_engine import free_port
 from experiments.resume import resume_engine, write_launch
 from fedrec.errors import ConfigError
 from fedrec.results import read_summary
 from strategies.driver import partition_order
 from strategies.messages import route
-from tests.experiments.runs import TINY, comparable, reference_run, sets, wait_for
+from tests.experiments.runs import TINY, comparable, kill_9_after, reference_run, sets
 
 ROUNDS = 3
 
@@ -160,19 +157,10 @@ def reference(tmp_path_factory) -> Path:
 @pytest.mark.slow
 def test_kill_9_on_supernodes_and_resume_ends_like_an_undisturbed_run(reference, tmp_path,
                                                                      device_state_root):
-    cmd = [sys.executable, "-m", "experiments.run", "--engine", "deployment", "--num-supernodes", "2",
-           *sets(*TINY, f"num-rounds={ROUNDS}", f"output-dir={tmp_path}", "run-name=k")]
     run_dir = tmp_path / "k"
-    with (tmp_path / "launcher.log").open("w") as log:
-        launcher = subprocess.Popen(cmd, cwd=REPO, stdout=log, stderr=subprocess.STDOUT)
-    rounds = run_dir / "rounds.jsonl"
-    wait_for(lambda: rounds.is_file() and len(rounds.read_text().splitlines()) >= 1, 300,
-             "a finished round")
-    started = procs.descendants(launcher.pid)
-    launcher.send_signal(signal.SIGKILL)
-    launcher.wait()
-    wait_for(lambda: not any(procs.alive(p) for p in started), 60, "the federation to stop")
-    wait_for(lambda: read_summary(run_dir)["status"] != "running", 30, "the summary to change")
+    kill_9_after(["--engine", "deployment", "--num-supernodes", "2",
+                  *sets(*TINY, f"num-rounds={ROUNDS}", f"output-dir={tmp_path}", "run-name=k")],
+                 run_dir, 1, 300)
     assert read_summary(run_dir)["status"] == "interrupted"
     run_id = (run_dir / "run_id").read_text()
     # each node holds the state of its own block only (4 shards of 8 devices: shards 0-1 on

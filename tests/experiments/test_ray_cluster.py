@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import os
 import shutil
-import signal
 import subprocess
 import sys
 import tempfile
@@ -18,10 +17,10 @@ import pytest
 from experiments import procs
 from experiments import ray_cluster as rc
 from experiments import run as er
-from experiments.flower_engine import REPO, free_port
+from experiments.flower_engine import free_port
 from fedrec.memory import process_table
 from fedrec.results import read_summary
-from tests.experiments.runs import TINY, comparable, reference_run, sets, wait_for
+from tests.experiments.runs import TINY, comparable, kill_9_after, reference_run, sets
 
 ROUNDS = 4
 RAY = str(Path(sys.executable).parent / "ray")
@@ -98,21 +97,13 @@ def test_a_run_on_two_ray_nodes_killed_and_resumed_ends_like_simulation(cluster,
                                                                         tmp_path, monkeypatch):
     info = rc.check_cluster(cluster)
     assert info["nodes"] == 2 and info["resources"]["CPU"] == 2
-    env = {**os.environ, "RAY_ADDRESS": cluster}
-    cmd = [sys.executable, "-m", "experiments.run",
-           *sets(*TINY, f"num-rounds={ROUNDS}", f"output-dir={tmp_path}", "run-name=r")]
     run_dir = tmp_path / "r"
-    with (tmp_path / "launcher.log").open("w") as log:
-        launcher = subprocess.Popen(cmd, cwd=REPO, stdout=log, stderr=subprocess.STDOUT, env=env)
-    rounds = run_dir / "rounds.jsonl"
-    wait_for(lambda: rounds.is_file() and len(rounds.read_text().splitlines()) >= 1, 300,
-             "a finished round")
-    assert len(actor_parents()) == 2      # Flower's two actors, one under each node's raylet
-    started = procs.descendants(launcher.pid)
-    launcher.send_signal(signal.SIGKILL)
-    launcher.wait()
-    wait_for(lambda: not any(procs.alive(p) for p in started), 60, "the Flower stack to stop")
-    wait_for(lambda: read_summary(run_dir)["status"] != "running", 30, "the summary to change")
+
+    def on_both_nodes(started: set[int]) -> None:   # Flower's two actors, one per raylet
+        assert len(actor_parents()) == 2
+
+    kill_9_after(sets(*TINY, f"num-rounds={ROUNDS}", f"output-dir={tmp_path}", "run-name=r"),
+                 run_dir, 1, 300, on_both_nodes, env={**os.environ, "RAY_ADDRESS": cluster})
     log_text = (tmp_path / "launcher.log").read_text()
     assert f"simulation on the Ray cluster at RAY_ADDRESS={cluster} (2 nodes, 2 CPUs)" in log_text
 

@@ -7,20 +7,16 @@ import glob
 import json
 import os
 import re
-import signal
-import subprocess
-import sys
 import tempfile
 from pathlib import Path
 
 import pytest
 
-from experiments import procs
 from experiments import run as er
 from experiments.flower_engine import REPO
 from fedrec.results import read_rounds, read_summary
 from strategies.fedmf import FedMF, FedMFDevice
-from tests.experiments.runs import TINY, comparable, reference_run, sets, wait_for
+from tests.experiments.runs import TINY, comparable, kill_9_after, reference_run, sets
 
 ROUNDS = 12
 
@@ -54,20 +50,13 @@ class CrashOnce(FedMF):
 @pytest.mark.slow
 def test_kill_9_stops_every_process_and_resume_ends_like_an_undisturbed_run(reference, tmp_path,
                                                                            device_state_root):
-    cmd = [sys.executable, "-m", "experiments.run",
-           *sets(*TINY, f"num-rounds={ROUNDS}", f"output-dir={tmp_path}", "run-name=k")]
     run_dir = tmp_path / "k"
-    with (tmp_path / "launcher.log").open("w") as log:
-        launcher = subprocess.Popen(cmd, cwd=REPO, stdout=log, stderr=subprocess.STDOUT)
-    rounds = run_dir / "rounds.jsonl"
-    wait_for(lambda: rounds.is_file() and len(rounds.read_text().splitlines()) >= 2, 180,
-             "two finished rounds")
-    started = procs.descendants(launcher.pid)      # SuperLink, SuperExec, simulation, Ray, flwr
-    assert len(started) >= 5
-    launcher.send_signal(signal.SIGKILL)
-    launcher.wait()
-    wait_for(lambda: not any(procs.alive(p) for p in started), 60, "the Flower stack to stop")
-    wait_for(lambda: read_summary(run_dir)["status"] != "running", 30, "the summary to change")
+
+    def many(started: set[int]) -> None:   # SuperLink, SuperExec, simulation, Ray, flwr
+        assert len(started) >= 5
+
+    kill_9_after(sets(*TINY, f"num-rounds={ROUNDS}", f"output-dir={tmp_path}", "run-name=k"),
+                 run_dir, 2, 180, many)
     summary = read_summary(run_dir)
     assert summary["status"] == "interrupted" and summary["restartable"] is True
     assert summary["resume"] == f"python -m experiments.run --resume {run_dir}"
