@@ -12,6 +12,7 @@ from fedrec.errors import ConfigError
 from strategies.base import DeviceStrategy
 from strategies.c3drec_pull import C3DRecPull
 from strategies.c3drec_push import C3DRecPush
+from strategies.coda import CoDA
 from strategies.dccl import DCCL
 from strategies.fedavg import FedAvg
 from strategies.fedmf import FedMF
@@ -22,6 +23,7 @@ from strategies.shared_model import SharedModelStrategy
 STRATEGIES: dict[str, type[DeviceStrategy]] = {
     "c3drec-pull": C3DRecPull,
     "c3drec-push": C3DRecPush,
+    "coda": CoDA,
     "dccl": DCCL,
     "fedavg": FedAvg,
     "fedmf": FedMF,
