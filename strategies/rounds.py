@@ -135,7 +135,8 @@ def _fmt_bytes(n: float) -> str:
 
 def progress_line(rec: dict[str, Any], num_rounds: int) -> str:
     """One line per round: round, metrics, bytes, simulated device time, elapsed, ETA."""
-    shown = [k for k in ("test_hr@10", "test_ndcg@10", "test_recall@20", "test_mrr@20") if k in rec]
+    shown = [k for k in ("test_hr@10", "test_ndcg@10", "test_recall@20", "test_mrr@20",
+                         "test_gauc", "test_cloud_gauc", "test_ctr@k") if k in rec]
     mets = " ".join(f"{k.removeprefix('test_')} {rec[k]:.4f}" for k in shown)
     loss = rec.get("train_loss")
     late = f" {int(rec['devices_late'])} late" if rec.get("devices_late") else ""

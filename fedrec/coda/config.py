@@ -52,11 +52,11 @@ class CoDAConfig:
     first_day: int = 2
     exposures: int = 4
     history_len: int = 20
-    dim: int = 8
+    dim: int = 16
     attention: str = "16"
     hidden: str = "32,16"
-    cloud_epochs: int = 3
-    cloud_lr: float = 3e-3
+    cloud_epochs: int = 1
+    cloud_lr: float = 1e-2
     cloud_batch: int = 256
     k: int = 100
     neighbours: str = "knn"

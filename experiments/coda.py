@@ -1,0 +1,176 @@
+"""CoDA's experiments (Gu et al.; docs/coda.md): one command each, results as json +
+markdown + png under ``--out/<run-config stem>/``.
+
+    python -m experiments.coda arms --run-config experiments/coda_taobao.toml
+    python -m experiments.coda ablations --run-config experiments/coda_taobao.toml
+    python -m experiments.coda sweep sigma --run-config ... --values 0,0.05,0.2,0.5
+    python -m experiments.coda sweep k --run-config ... --values 10,100,300
+
+Protocol (offline; the paper has only online A/B numbers): one round = one simulated day d;
+each device is scored on its own day-d samples (every click plus its simulated exposures)
+with the model it serves that day. Active devices: local samples from the 7 days before d
+and at least one click on day d (the same set in every arm). Metrics per day: per-user AUC
+averaged over users (GAUC), overall AUC (binned), log-loss, and the CTR proxy: clicks among
+the top ``coda-ctr-k`` of each device's day-d samples, summed over devices. "Accumulated"
+sums clicks and shown over all days (as Tables 3-4). The Cloud arm is the global model M0
+scored on the same devices in every run (``cloud_`` metrics); Local and CoDA are runs.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from experiments.plain_loop import run_in_process
+from experiments.run import parse_sets, read_run_config
+from fedrec.results import atomic_write, dumps
+
+METRICS = ("gauc", "auc", "logloss", "ctr@k")
+
+
+def log(msg: str) -> None:
+    print(f"[coda {time.strftime('%H:%M:%S')}] {msg}", flush=True)
+
+
+def run_arm(base: dict[str, Any], name: str, sets: dict[str, Any], out: Path) -> list[dict]:
+    """One run through the plain loop (same numbers as Flower: tests/coda/test_protocol.py)."""
+    t0 = time.monotonic()
+    res = run_in_process({**base, **sets, "output-dir": str(out), "run-name": name}, out / name)
+    recs = res.strategy.log.records
+    log(f"{name}: {len(recs)} days in {time.monotonic() - t0:.0f} s, "
+        f"GAUC {np.mean([r['test_gauc'] for r in recs]):.4f}")
+    return recs
+
+
+def daily(recs: list[dict], prefix: str) -> dict[str, list[float]]:
+    return {m: [float(r[f"test_{prefix}{m}"]) for r in recs] for m in METRICS}
+
+
+def accumulated(recs: list[dict], prefix: str) -> dict[str, float]:
+    """Means over days of GAUC / AUC / log-loss; CTR summed over days (clicks / shown)."""
+    out = {m: float(np.mean([r[f"test_{prefix}{m}"] for r in recs])) for m in METRICS[:3]}
+    out["ctr@k"] = (sum(r[f"day_{prefix}top_clicks"] for r in recs)
+                    / max(sum(r[f"day_{prefix}top_shown"] for r in recs), 1.0))
+    return out
+
+
+def lift(a: float, b: float, lower_better: bool = False) -> float:
+    """Relative change of a over b in percent (log-loss: a reduction is positive)."""
+    return 100.0 * ((b - a) if lower_better else (a - b)) / b
+
+
+def table(rows: dict[str, dict[str, float]], ref: dict[str, str]) -> str:
+    """Markdown: each arm's accumulated metrics, then lifts vs the references."""
+    head = "| arm | " + " | ".join(METRICS) + " | " + " | ".join(
+        f"{m} vs {r}" for r in ref for m in ("GAUC", "CTR")) + " |"
+    lines = [head, "|" + "---|" * (1 + len(METRICS) + 2 * len(ref))]
+    for name, acc in rows.items():
+        cells = [f"{acc[m]:.4f}" for m in METRICS]
+        for r in ref:
+            if r == name:
+                cells += ["-", "-"]
+            else:
+                cells += [f"{lift(acc['gauc'], rows[r]['gauc']):+.2f}%",
+                          f"{lift(acc['ctr@k'], rows[r]['ctr@k']):+.2f}%"]
+        lines.append(f"| {name} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def plot_days(days: list[int], lines: dict[str, dict[str, list[float]]], path: Path,
+              title: str) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, 2, figsize=(10, 3.6))
+    for ax, m, label in zip(axes, ("ctr@k", "gauc"), ("CTR proxy (clicks in top-k)", "GAUC"),
+                            strict=True):
+        for name, v in lines.items():
+            ax.plot(days, v[m], marker="o", label=name)
+        ax.set_xlabel("simulated day")
+        ax.set_title(label)
+        ax.grid(alpha=0.3)
+    axes[0].legend()
+    fig.suptitle(title)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def arms(base: dict[str, Any], out: Path, stem: str, extra: dict[str, dict[str, Any]],
+         local: bool = True) -> dict:
+    """Cloud (M0 on the CoDA run's devices), Local and CoDA, plus any ``extra`` CoDA variants."""
+    runs = {"coda": run_arm(base, "coda", {"coda-arm": "coda"}, out)}
+    if local:
+        runs["local"] = run_arm(base, "local", {"coda-arm": "local"}, out)
+    for name, sets in extra.items():
+        runs[name] = run_arm(base, name, {"coda-arm": "coda", **sets}, out)
+    rows = {"cloud": accumulated(runs["coda"], "cloud_")}
+    rows.update({name: accumulated(recs, "") for name, recs in runs.items()})
+    days = [int(r["day"]) for r in runs["coda"]]
+    lines = {"cloud": daily(runs["coda"], "cloud_"),
+             **{name: daily(recs, "") for name, recs in runs.items()}}
+    per_day = {name: {m: [lift(a, b) for a, b in zip(v[m], lines["cloud"][m], strict=True)]
+                      for m in ("gauc", "ctr@k")} for name, v in lines.items() if name != "cloud"}
+    costs = {name: {k: float(np.mean([r.get(f"agg_{k}", 0.0) for r in recs]))
+                    for k in ("received_mean", "kept_mean", "dropped_mean", "bytes_matched_mean",
+                              "accepted_steps_mean", "rejected_steps_mean", "rollbacks",
+                              "train_s_per_device", "filter_s_per_device")}
+             for name, recs in runs.items()}
+    active = [int(r["active_devices"]) for r in runs["coda"]]
+    result = {"days": days, "active_devices": active, "accumulated": rows, "daily": lines,
+              "daily_lift_vs_cloud_pct": per_day, "costs": costs}
+    atomic_write(out / "result.json", dumps(result))
+    md = [f"# CoDA arms: {stem}", "", f"days {days[0]}..{days[-1]}, active devices per day "
+          f"{active}", "", table(rows, {r: "" for r in ("cloud", "local") if r in rows}), "",
+          "Daily CTR lift vs Cloud (%): " + ", ".join(
+              f"{name} " + " ".join(f"{x:+.2f}" for x in v["ctr@k"]) for name, v in per_day.items())]
+    atomic_write(out / "table.md", "\n".join(md) + "\n")
+    plot_days(days, lines, out / "days.png", f"CoDA arms, {stem}")
+    log(f"wrote {out / 'table.md'}, {out / 'days.png'}")
+    print("\n".join(md))
+    return result
+
+
+ABLATIONS: dict[str, dict[str, Any]] = {
+    "random-users": {"coda-neighbours": "random"},
+    "no-classifier": {"coda-filter": False},
+    "no-acceptance": {"coda-accept": False},
+}
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="python -m experiments.coda", description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("experiment", choices=["arms", "ablations", "sweep"])
+    p.add_argument("what", nargs="?", help="sweep: a coda option, e.g. sigma or k")
+    p.add_argument("--run-config", required=True)
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE")
+    p.add_argument("--values", default="", help="sweep: comma-separated values")
+    p.add_argument("--out", default="runs/coda")
+    args = p.parse_args(argv)
+    base = {**read_run_config(args.run_config), **parse_sets(args.set), "quiet": True}
+    stem = Path(args.run_config).stem
+    out = Path(args.out) / stem / args.experiment
+    out.mkdir(parents=True, exist_ok=True)
+    if args.experiment == "arms":
+        arms(base, out, stem, {})
+    elif args.experiment == "ablations":
+        arms(base, out, stem, ABLATIONS)
+    else:
+        if not args.what or not args.values:
+            p.error("sweep needs an option and --values, e.g. sweep sigma --values 0.05,0.2,0.5")
+        values = [json.loads(v) for v in args.values.split(",")]
+        arms(base, out / args.what, stem,
+             {f"{args.what}={v}": {f"coda-{args.what}": v} for v in values}, local=False)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
