@@ -199,19 +199,22 @@ class CoDADevice(DeviceLogic):
             data.append(inputs(block, d.rows, self.cats))
             vdata.append(inputs(d.log.block.take(valid), d.rows, self.cats))
             steps.append(self.session_steps(len(train), len(d.waiting), d.task.rng))
-        x, _ = pad_stack(data)
+        x, xmask = pad_stack(data)
         v, vmask = pad_stack(vdata)
         sched = _pad_steps(steps, o.device_batch)
         T = max(len(days[i].rows) for i, _, _ in work)
         params = stack([_pad_rows(models[i], T) for i, _, _ in work])
         params, stats = greedy_fit(params, x, sched, v, vmask, self.lr, o.accept)
+        logits = ctr_scores(params, x)
+        per = torch.nn.functional.binary_cross_entropy_with_logits(logits, x["label"], reduction="none")
+        loss = ((per * xmask).sum(1) / xmask.sum(1).clamp(min=1)).numpy()     # [D] after the day
         out = {}
         for j, (i, _, _) in enumerate(work):
             p = unstack(params, j)
             p["item"] = p["item"][:len(days[i].rows)]
             models[i] = p
             out[i] = (stats.accepted[j], stats.rejected[j], stats.improved[j],
-                      len(data[j]["item"]))
+                      len(data[j]["item"]), float(loss[j]))
             days[i].waiting, days[i].waiting_score = empty_block(o.history_len), np.zeros(0, np.float32)
         return out
 
@@ -249,7 +252,7 @@ class CoDADevice(DeviceLogic):
         n = len(tasks)
         replies = []
         for i, d in enumerate(days):
-            acc, rej, imp, used = trained.get(i, (0, 0, False, 0))
+            acc, rej, imp, used, loss = trained.get(i, (0, 0, False, 0, float("nan")))
             metrics = {**evals[i], "received": float(received[i]), "kept": float(d.kept),
                        "dropped": float(received[i] - d.kept - (received[i] // 3 if d.clf_trained else 0)),
                        "bytes_matched": float(bytes_in[i]), "local_size": float(len(d.local)),
@@ -258,6 +261,8 @@ class CoDADevice(DeviceLogic):
                        "rejected_steps": float(rej), "rollback": float(i in trained and not imp),
                        "open_s": (t1 - t0) / n, "filter_s": (t2 - t1) / n,
                        "train_s": (t3 - t2) / n}
+            if i in trained:
+                metrics["loss"] = loss
             replies.append(DeviceReply(
                 device_id=d.task.device_id, upload={}, state=self.state_of(d, models[i], m0, i in trained),
                 metrics=metrics, num_examples=int(used),

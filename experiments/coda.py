@@ -127,8 +127,8 @@ def arms(base: dict[str, Any], out: Path, stem: str, extra: dict[str, dict[str, 
     result = {"days": days, "active_devices": active, "accumulated": rows, "daily": lines,
               "daily_lift_vs_cloud_pct": per_day, "costs": costs}
     atomic_write(out / "result.json", dumps(result))
-    md = [f"# CoDA arms: {stem}", "", f"days {days[0]}..{days[-1]}, active devices per day "
-          f"{active}", "", table(rows, {r: "" for r in ("cloud", "local") if r in rows}), "",
+    md = [f"# CoDA arms: {stem}", "", (f"days {days[0]}..{days[-1]}, active devices per day "
+                                       f"{active}"), "", table(rows, {r: "" for r in ("cloud", "local") if r in rows}), "",
           "Daily CTR lift vs Cloud (%): " + ", ".join(
               f"{name} " + " ".join(f"{x:+.2f}" for x in v["ctr@k"]) for name, v in per_day.items())]
     atomic_write(out / "table.md", "\n".join(md) + "\n")

@@ -96,7 +96,12 @@ class CoDA(DeviceStrategy):
 
     @classmethod
     def prepare_data(cls, cfg: RunConfig) -> SampleView:
-        return prepare_samples(cfg.data, protocol_options(cfg, CoDAConfig).view(cfg.data))
+        view = prepare_samples(cfg.data, protocol_options(cfg, CoDAConfig).view(cfg.data))
+        if not view.log.has_time:
+            raise ConfigError(f"coda simulates days but dataset {cfg.data.dataset!r} has no "
+                              "timestamps (only an order); use taobao, amazon-video, "
+                              "ml-1m's ratings.dat or the synthetic preset")
+        return view
 
     def phases(self) -> tuple[Phase, ...]:
         match = (Phase(MATCH, device=False),) if self.opt.matches else ()

@@ -76,11 +76,11 @@ def greedy(cases, accept=True, lr=0.5, seeds=(0, 1, 2)):
 
 def test_a_kept_step_always_improves_validation_and_a_rejected_one_changes_nothing():
     cases = [device_case(s) for s in range(3)]
-    p, st = greedy(cases)
+    _, st = greedy(cases)
     assert (st.accepted + st.rejected == np.array([5, 6, 7])).all()     # ceil(n / 8) steps
     assert (st.end >= st.start).all()
     assert (st.improved == (st.accepted > 0)).all()
-    loose, st2 = greedy(cases, accept=False)
+    _, st2 = greedy(cases, accept=False)
     assert (st2.rejected == 0).all() and (st2.accepted == st.accepted + st.rejected).all()
 
 
