@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import json
 
-import numpy as np
 import pytest
 
 from clients.coda_device import BOUNDS, GLOBAL, MATCHED
@@ -54,7 +53,7 @@ def test_nothing_leaves_a_device_and_matched_samples_carry_no_user_id(run):
             assert set(named) == {MATCHED, BOUNDS}               # one device's own arrays
             sent[(header["round"], int(scope))] = named
     assert sent, "the CoDA arm must send matched samples"
-    for (rnd, dev), got in sent.items():
+    for got in sent.values():
         batches = unpack_batches(got[MATCHED], got[BOUNDS])
         assert 1 <= len(batches) <= 6 and all(len(decode(b, 6)) <= 16 for b in batches)
         received += sum(len(decode(b, 6)) for b in batches)
@@ -64,7 +63,7 @@ def test_nothing_leaves_a_device_and_matched_samples_carry_no_user_id(run):
 
 
 def test_the_round_records_say_what_each_day_did(run):
-    result, run_dir = run
+    _, run_dir = run
     recs = read_rounds(run_dir)
     assert [r["day"] for r in recs] == [3, 4, 5]
     for r in recs:
