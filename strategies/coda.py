@@ -41,6 +41,7 @@ from fedrec.coda.matching import (
     knn_users,
     matched_batches,
     random_users,
+    recent_index,
     zscore,
 )
 from fedrec.coda.model import init_ctr
@@ -189,14 +190,14 @@ class CoDA(DeviceStrategy):
             nn = random_users(len(users), o.k, self.cfg.train.seed, d)
         t2 = time.monotonic()
         recent = np.flatnonzero((p.day < d) & (p.day >= d - o.match_days))
-        owner = p.owner[recent]
+        index = recent_index(recent, p.owner[recent])
         targets = set(self.select_fit_devices(rnd))
         self.matches = {}
         for row, u in enumerate(users.tolist()):
             if u in targets:
                 rng = np.random.default_rng([self.cfg.train.seed, d, u, 53])
-                self.matches[u] = matched_batches(u, users[nn[row]], recent, owner, rng,
-                                                  o.batch, o.batch_max, o.max_batches)
+                self.matches[u] = matched_batches(u, users[nn[row]], index, rng, o.batch,
+                                                  o.batch_max, o.max_batches)
         sent = [np.concatenate(b) if b else np.zeros(0, np.int64) for b in self.matches.values()]
         n_ref = sum(len(s) for s in sent)
         distinct = np.unique(np.concatenate(sent)) if sent else np.zeros(0, np.int64)

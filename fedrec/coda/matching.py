@@ -8,6 +8,8 @@ the paper uses (Faiss on PAI), and it is ~10-50x faster than a numpy distance ma
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import numpy as np
 
 #: the matched set of one device: sample ids into the pool, cut into batches
@@ -82,12 +84,31 @@ def cut_batches(ids: np.ndarray, size: int, size_max: int, max_batches: int) -> 
     return batches[:max_batches]
 
 
-def matched_batches(user: int, neighbours: np.ndarray, recent: np.ndarray,
-                    recent_owner: np.ndarray, rng: np.random.Generator, size: int, size_max: int,
+@dataclass(frozen=True, eq=False)
+class RecentIndex:
+    """The matched days' pool samples grouped by owner: users int64 [R] sorted, their slices
+    ``start``/``stop`` [R] into ``ids`` (pool ids, ascending within each owner)."""
+
+    users: np.ndarray
+    start: np.ndarray
+    stop: np.ndarray
+    ids: np.ndarray
+
+
+def recent_index(recent: np.ndarray, owner: np.ndarray) -> RecentIndex:
+    """Group ``recent`` pool ids (int64 [R], ascending) by their ``owner`` [R]."""
+    order = np.argsort(owner, kind="stable")
+    users, start, counts = np.unique(owner[order], return_index=True, return_counts=True)
+    return RecentIndex(users, start, start + counts, recent[order])
+
+
+def matched_batches(user: int, neighbours: np.ndarray, recent: RecentIndex,
+                    rng: np.random.Generator, size: int, size_max: int,
                     max_batches: int) -> Batches:
-    """The neighbours' samples among ``recent`` (pool ids of the matched days, int64 [R];
-    ``recent_owner`` their owners [R]), shuffled, cut into batches. A user is never its own
-    neighbour."""
+    """The neighbours' samples of the matched days (ascending pool ids, then shuffled by
+    ``rng``), cut into batches. A user is never its own neighbour."""
     assert user not in set(neighbours.tolist())
-    ids = recent[np.isin(recent_owner, neighbours)]
+    pos = np.searchsorted(recent.users, neighbours[np.isin(neighbours, recent.users)])
+    parts = [recent.ids[recent.start[p]:recent.stop[p]] for p in pos.tolist()]
+    ids = np.sort(np.concatenate(parts)) if parts else np.zeros(0, np.int64)
     return cut_batches(rng.permutation(ids), size, size_max, max_batches)

@@ -9,6 +9,7 @@ from fedrec.coda.matching import (
     knn_users,
     matched_batches,
     random_users,
+    recent_index,
     zscore,
 )
 
@@ -48,7 +49,8 @@ def test_random_users_are_other_users():
 def test_matched_set_is_the_neighbours_recent_samples_shuffled():
     recent = np.arange(100, 130)
     owner = np.repeat([1, 2, 3], 10)
-    got = matched_batches(0, np.array([1, 3]), recent, owner, np.random.default_rng(0), 7, 10, 12)
+    index = recent_index(recent, owner)
+    got = matched_batches(0, np.array([1, 3, 9]), index, np.random.default_rng(0), 7, 10, 12)
     ids = np.concatenate(got)
     assert sorted(ids.tolist()) == list(range(100, 110)) + list(range(120, 130))
     assert ids.tolist() != sorted(ids.tolist())                          # shuffled
