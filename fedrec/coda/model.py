@@ -64,13 +64,24 @@ def layers(p: Params, name: str) -> int:
     return sum(1 for k in p if k.startswith(name) and k.endswith(".w"))
 
 
+def attention(p: Params, h: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+    """``MLP([h, t, h - t, h * t])`` without building the [B, L, 4E] concatenation: with the
+    first layer's W = [W1; W2; W3; W4] by input block, the pre-activation is
+    ``h (W1 + W3) + t (W2 - W3) + (h * t) W4 + b``. h [B, L, E], t [B, E] -> [B, L, 1]"""
+    w, e = p["att0.w"], h.shape[-1]
+    w1, w2, w3, w4 = w[:e], w[e:2 * e], w[2 * e:3 * e], w[3 * e:]
+    z = h @ (w1 + w3) + (t @ (w2 - w3) + p["att0.b"]).unsqueeze(-2) + (h * t.unsqueeze(-2)) @ w4
+    n = layers(p, "att")
+    for i in range(1, n):
+        z = torch.relu(z) @ p[f"att{i}.w"] + p[f"att{i}.b"]
+    return z
+
+
 def ctr_logits(p: Params, x: dict[str, torch.Tensor]) -> torch.Tensor:
     """Click logits [B] (module docstring)."""
     h = torch.cat([p["item"][x["hist"]], p["cat"][x["hcat"]]], -1)          # [B, L, E]
     t = torch.cat([p["item"][x["item"]], p["cat"][x["cat"]]], -1)           # [B, E]
-    tt = t.unsqueeze(1).expand_as(h)
-    z = torch.cat([h, tt, h - tt, h * tt], -1)                                # [B, L, 4E]
-    a = _run_mlp(p, "att", z, layers(p, "att")).squeeze(-1) * x["hmask"]      # [B, L]
+    a = attention(p, h, t).squeeze(-1) * x["hmask"]                          # [B, L]
     interest = (a.unsqueeze(-1) * h).sum(1)                                   # [B, E]
     head_in = torch.cat([interest, t, interest * t], -1)                      # [B, 3E]
     return _run_mlp(p, "head", head_in, layers(p, "head")).squeeze(-1)

@@ -111,3 +111,14 @@ def test_the_classifier_learns_to_tell_local_from_outside_histories():
     p = adam_fit(stack([init_classifier(4, 3, (8,), seed=0)]), classifier_logits, data, steps, 0.05)
     prob = torch.sigmoid(torch.func.vmap(classifier_logits)(p, {k: data[k] for k in ("hcat", "hmask")}))[0]
     assert float(prob[:60].min()) > 0.8 and float(prob[60:].max()) < 0.2
+
+
+def test_the_attention_equals_din_s_concatenated_form():
+    from fedrec.coda.model import _run_mlp, attention, layers
+
+    p = init_ctr(50, 5, 4, (8, 3), (8,), seed=0)
+    gen = torch.Generator().manual_seed(0)
+    h, t = torch.randn(7, 6, 8, generator=gen), torch.randn(7, 8, generator=gen)
+    tt = t.unsqueeze(1).expand_as(h)
+    want = _run_mlp(p, "att", torch.cat([h, tt, h - tt, h * tt], -1), layers(p, "att"))
+    torch.testing.assert_close(attention(p, h, t), want, rtol=1e-5, atol=1e-6)
