@@ -54,7 +54,7 @@ SECTION_CASES = sections()
 
 def test_every_protocol_with_options_is_covered() -> None:
     labels = " ".join(label for label, _, _ in SECTION_CASES)
-    for prefix in ("c3drec-", "dccl-", "fedncf-", "pfedrec-"):
+    for prefix in ("c3drec-", "coda-", "dccl-", "fedncf-", "pfedrec-"):
         assert prefix in labels
 
 
