@@ -5,6 +5,7 @@ markdown + png under ``--out/<run-config stem>/``.
     python -m experiments.coda ablations --run-config experiments/coda_taobao.toml
     python -m experiments.coda sweep sigma --run-config ... --values 0,0.05,0.2,0.5
     python -m experiments.coda sweep k --run-config ... --values 10,100,300
+    python -m experiments.coda global --run-config ... [--set coda-dim=8]   (M0 alone)
 
 Protocol (offline; the paper has only online A/B numbers): one round = one simulated day d;
 each device is scored on its own day-d samples (every click plus its simulated exposures)
@@ -138,6 +139,42 @@ def arms(base: dict[str, Any], out: Path, stem: str, extra: dict[str, dict[str, 
     return result
 
 
+def global_model(base: dict[str, Any], out: Path) -> dict[str, float]:
+    """M0 alone: train the cloud's global model as a run would and score every pool sample
+    of the simulated days (days >= coda-first-day): how good the Cloud arm's model is."""
+    import torch
+
+    from clients.coda_device import auc
+    from experiments.setup import effective_config, resolve
+    from fedrec.coda.data import build_pool, data_origin, item_categories
+    from fedrec.coda.model import ctr_logits, init_ctr
+    from fedrec.coda.train import FEATURES, inputs, train_global
+
+    cfg, cls = resolve(effective_config({}, base))
+    o, cloud = cfg.protocol, cls.prepare_data(cfg).cloud()
+    cats = item_categories(cloud.items)
+    pool = build_pool(cloud.logs, cloud.n_items, o.exposures, o.history_len, cfg.data.seed,
+                      data_origin(int(cloud.logs.ts.min()), o.origin), o.period_s)
+    params = init_ctr(cloud.n_items, int(cats.max()) + 1, o.dim, o.attention_widths,
+                      o.hidden_widths, cfg.train.seed)
+    t0 = time.monotonic()
+    params, losses = train_global(params, pool.block.take(np.flatnonzero(pool.day < o.first_day)),
+                                  cats, o.cloud_epochs, o.cloud_lr, o.cloud_batch, cfg.train.seed)
+    test = pool.block.take(np.flatnonzero(pool.day >= o.first_day))
+    x = {k: torch.from_numpy(v) for k, v in inputs(test, np.arange(cloud.n_items), cats).items()}
+    with torch.no_grad():
+        s = ctr_logits(params, {k: x[k] for k in FEATURES}).numpy().astype(np.float64)
+    y = test.label.astype(np.float64)
+    p = 1 / (1 + np.exp(-s))
+    res = {"dim": o.dim, "epochs": o.cloud_epochs, "lr": o.cloud_lr, "train_loss": losses,
+           "test_auc": auc(s, y), "test_logloss": float(-(y * np.log(p + 1e-7) + (1 - y)
+                                                          * np.log(1 - p + 1e-7)).mean()),
+           "test_samples": len(test), "train_s": time.monotonic() - t0}
+    atomic_write(out / f"global_dim{o.dim}_ep{o.cloud_epochs}_lr{o.cloud_lr}.json", dumps(res))
+    log(json.dumps(res))
+    return res
+
+
 ABLATIONS: dict[str, dict[str, Any]] = {
     "random-users": {"coda-neighbours": "random"},
     "no-classifier": {"coda-filter": False},
@@ -148,7 +185,7 @@ ABLATIONS: dict[str, dict[str, Any]] = {
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m experiments.coda", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("experiment", choices=["arms", "ablations", "sweep"])
+    p.add_argument("experiment", choices=["arms", "ablations", "sweep", "global"])
     p.add_argument("what", nargs="?", help="sweep: a coda option, e.g. sigma or k")
     p.add_argument("--run-config", required=True)
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE")
@@ -161,6 +198,8 @@ def main(argv: list[str] | None = None) -> int:
     out.mkdir(parents=True, exist_ok=True)
     if args.experiment == "arms":
         arms(base, out, stem, {})
+    elif args.experiment == "global":
+        global_model(base, out)
     elif args.experiment == "ablations":
         arms(base, out, stem, ABLATIONS)
     else:
