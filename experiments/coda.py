@@ -60,6 +60,35 @@ def accumulated(recs: list[dict], prefix: str) -> dict[str, float]:
     return out
 
 
+def day_rows(run_dir: Path) -> dict[tuple[int, int], dict[str, float]]:
+    """coda_days.csv: (device, day) -> its columns."""
+    import csv
+
+    with (run_dir / "coda_days.csv").open() as fh:
+        return {(int(r["device_id"]), int(r["day"])): {k: float(v) for k, v in r.items()}
+                for r in csv.DictReader(fh)}
+
+
+def paired(a: dict, b: dict, col_a: str, col_b: str) -> dict[str, float]:
+    """Paired lifts of a over b on their common device-days: CTR (top-k clicks summed) and
+    GAUC (per-device AUC), each as % of b with a 95% half-width (1.96 standard errors of the
+    per device-day differences)."""
+    keys = sorted(set(a) & set(b))
+    ta = np.array([a[k][f"{col_a}top_clicks"] for k in keys])
+    tb = np.array([b[k][f"{col_b}top_clicks"] for k in keys])
+    d = ta - tb
+    out = {"pairs": float(len(keys)),
+           "ctr_lift_pct": 100 * d.sum() / tb.sum(),
+           "ctr_ci_pct": 100 * 1.96 * d.std(ddof=1) * np.sqrt(len(d)) / tb.sum()}
+    ua = np.array([a[k][f"{col_a}auc"] for k in keys])
+    ub = np.array([b[k][f"{col_b}auc"] for k in keys])
+    ok = np.isfinite(ua) & np.isfinite(ub)
+    du = ua[ok] - ub[ok]
+    out.update({"gauc_lift_pct": 100 * du.mean() / ub[ok].mean(),
+                "gauc_ci_pct": 100 * 1.96 * du.std(ddof=1) / np.sqrt(len(du)) / ub[ok].mean()})
+    return out
+
+
 def lift(a: float, b: float, lower_better: bool = False) -> float:
     """Relative change of a over b in percent (log-loss: a reduction is positive)."""
     return 100.0 * ((b - a) if lower_better else (a - b)) / b
@@ -125,11 +154,23 @@ def arms(base: dict[str, Any], out: Path, stem: str, extra: dict[str, dict[str, 
                               "train_s_per_device", "filter_s_per_device")}
              for name, recs in runs.items()}
     active = [int(r["active_devices"]) for r in runs["coda"]]
+    rows_of = {name: day_rows(out / name) for name in runs}
+    pairs = {name: {"vs_cloud": paired(rows_of[name], rows_of[name], "", "cloud_"),
+                    **({"vs_local": paired(rows_of[name], rows_of["local"], "", "")}
+                       if "local" in runs and name != "local" else {})}
+             for name in runs}
     result = {"days": days, "active_devices": active, "accumulated": rows, "daily": lines,
-              "daily_lift_vs_cloud_pct": per_day, "costs": costs}
+              "daily_lift_vs_cloud_pct": per_day, "paired": pairs, "costs": costs}
     atomic_write(out / "result.json", dumps(result))
     md = [f"# CoDA arms: {stem}", "", (f"days {days[0]}..{days[-1]}, active devices per day "
                                        f"{active}"), "", table(rows, {r: "" for r in ("cloud", "local") if r in rows}), "",
+          "Paired lifts over the same device-days (% of the reference, 95% half-width):", "",
+          "| arm | CTR vs Cloud | GAUC vs Cloud | CTR vs Local | GAUC vs Local |",
+          "|---|---|---|---|---|",
+          *(f"| {name} | " + " | ".join(
+              f"{p[ref][m + '_lift_pct']:+.2f} ± {p[ref][m + '_ci_pct']:.2f}" if ref in p else "-"
+              for ref in ("vs_cloud", "vs_local") for m in ("ctr", "gauc")) + " |"
+            for name, p in pairs.items()), "",
           "Daily CTR lift vs Cloud (%): " + ", ".join(
               f"{name} " + " ".join(f"{x:+.2f}" for x in v["ctr@k"]) for name, v in per_day.items())]
     atomic_write(out / "table.md", "\n".join(md) + "\n")

@@ -55,6 +55,8 @@ from fedrec.views.samples import SampleView, prepare_samples
 from strategies.base import DeviceStrategy, Phase
 
 MATCH = "match"
+DAY_COLUMNS = ("n", "clicks", "top_clicks", "top_shown", "auc", "cloud_top_clicks", "cloud_auc",
+               "received", "kept", "accepted_steps")
 #: the global model of the last configuration (key -> (arrays, losses)): arms of one
 #: experiment share it
 GLOBAL_MODELS: dict[tuple, tuple[Arrays, list[float]]] = {}
@@ -84,6 +86,8 @@ class CoDA(DeviceStrategy):
         self.matches: dict[int, Batches] = {}
         #: per device: other users' samples and bytes received, days with matches
         self.privacy: dict[int, list[float]] = {}
+        #: per active device and day: DAY_COLUMNS of its reply (paired comparisons)
+        self.day_rows: list[list[float]] = []
         super().__init__(cfg=cfg, fed=fed, recorder=recorder)
 
     @classmethod
@@ -251,6 +255,9 @@ class CoDA(DeviceStrategy):
         if out.get("test_cloud_ctr@k"):
             out["test_ctr_lift_vs_cloud_pct"] = 100 * (out["test_ctr@k"] / out["test_cloud_ctr@k"] - 1)
         self.log.update(out)
+        for r in active:         # per device-day rows for paired comparisons (coda_days.csv)
+            m = r.metrics
+            self.day_rows.append([r.device_id, self.day(rnd), *(m.get(k, np.nan) for k in DAY_COLUMNS)])
         got = [r for r in replies if r.metrics.get("received", 0) > 0]
         mean = lambda k, rs: float(np.mean([r.metrics.get(k, 0.0) for r in rs])) if rs else 0.0
         trained = [r for r in replies if r.metrics.get("trained")]
@@ -269,6 +276,10 @@ class CoDA(DeviceStrategy):
         self.recorder.dir.mkdir(parents=True, exist_ok=True)
         atomic_write(self.recorder.dir / "coda_cloud.json", dumps(self.facts))
         atomic_write(self.recorder.dir / "coda_privacy.json", dumps(privacy_summary(self.privacy)))
+        lines = [",".join(("device_id", "day", *DAY_COLUMNS))]
+        lines += [",".join(f"{v:.6g}" if isinstance(v, float) else str(v) for v in row)
+                  for row in self.day_rows]
+        atomic_write(self.recorder.dir / "coda_days.csv", "\n".join(lines) + "\n")
 
 
 def hist_auc(hp: np.ndarray, hn: np.ndarray) -> float:

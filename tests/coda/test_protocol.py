@@ -73,6 +73,9 @@ def test_the_round_records_say_what_each_day_did(run):
         assert r["match_store_dedup_bytes"] < r["match_store_copies_bytes"]
     assert read_summary(run_dir)["status"] == "finished"
     assert "test_gauc" in read_summary(run_dir)["final"]
+    rows = (run_dir / "coda_days.csv").read_text().splitlines()    # one per active device-day
+    assert rows[0].startswith("device_id,day,n,clicks,top_clicks")
+    assert len(rows) - 1 == sum(r["active_devices"] for r in recs)
 
 
 def test_a_cohort_of_devices_equals_one_device_per_client(run, tmp_path):
