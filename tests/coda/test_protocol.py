@@ -132,12 +132,18 @@ def test_a_resumed_run_replays_round_2_like_the_undisturbed_run(tmp_path):
     assert rnd == 1 and clean([b.log.records[-1]]) == clean([a.log.records[-1]])
 
 
-def test_failing_devices_are_counted_and_the_day_goes_on(tmp_path):
-    res = run_in_process({**TINY, "fault-crash": 0.3, "output-dir": str(tmp_path),
-                          "run-name": "f"}, tmp_path / "f")
+@pytest.mark.parametrize(("key", "count"), [("fault-crash", "devices_failed"),
+                                            ("fault-unavailable", "devices_dropped")])
+def test_failing_and_unavailable_devices_are_counted_and_the_day_goes_on(tmp_path, key, count):
+    """A device that crashes or is away on day d keeps its day-(d-1) state and files the
+    missed days' samples the next day it runs."""
+    res = run_in_process({**TINY, key: 0.3, "output-dir": str(tmp_path), "run-name": "f"},
+                         tmp_path / "f")
     recs = res.strategy.log.records
-    assert sum(r["devices_failed"] for r in recs) > 0
-    assert all(r["devices_ok"] + r["devices_failed"] == r["devices_selected"] for r in recs)
+    assert sum(r[count] for r in recs) > 0
+    assert all(r["devices_ok"] + r["devices_failed"] + r["devices_dropped"] == r["devices_selected"]
+               for r in recs)
+    assert all(r["active_devices"] <= r["devices_ok"] for r in recs)
 
 
 @pytest.mark.parametrize(("key", "value", "match"), [
