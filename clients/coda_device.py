@@ -92,7 +92,7 @@ class CoDADevice(DeviceLogic):
         self.opt: CoDAConfig = protocol_options(cfg, CoDAConfig)
         self.cats = item_categories(fed.device(0).side) if fed.n_devices else np.zeros(0)
         self.n_cats = int(self.cats.max()) + 1 if len(self.cats) else 1
-        self.lr = cfg.train.lr or 0.05
+        self.lr = cfg.train.lr          # lr = 0 resolves to CoDA.default_lr (experiments.setup)
 
     def handlers(self) -> dict[str, Callable[[DeviceTask], DeviceReply]]:
         return {FIT: self.fit}
