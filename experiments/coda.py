@@ -113,24 +113,41 @@ def table(rows: dict[str, dict[str, float]], ref: dict[str, str]) -> str:
 
 def plot_days(days: list[int], lines: dict[str, dict[str, list[float]]], path: Path,
               title: str) -> None:
+    """Figs. 9-10's analogue: each arm's daily CTR proxy and GAUC (top) and their lift over
+    the Cloud arm on the same devices (bottom)."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, axes = plt.subplots(1, 2, figsize=(10, 3.6))
-    for ax, m, label in zip(axes, ("ctr@k", "gauc"), ("CTR proxy (clicks in top-k)", "GAUC"),
-                            strict=True):
-        for name, v in lines.items():
-            ax.plot(days, v[m], marker="o", label=name)
-        ax.set_xlabel("simulated day")
-        ax.set_title(label)
-        ax.grid(alpha=0.3)
-    axes[0].legend()
+    names = ["cloud", *sorted(n for n in lines if n != "cloud")]
+    color = {n: f"C{i}" for i, n in enumerate(names)}
+    fig, axes = plt.subplots(2, 2, figsize=(10, 6.4), sharex=True)
+    for col, (m, label) in enumerate((("ctr@k", "CTR proxy (clicks in top-k)"), ("gauc", "GAUC"))):
+        for name in names:
+            v = lines[name]
+            axes[0, col].plot(days, v[m], marker="o", label=name, color=color[name])
+            if name != "cloud":
+                axes[1, col].plot(days, [lift(a, b) for a, b in zip(v[m], lines["cloud"][m],
+                                                                      strict=True)],
+                                  marker="o", label=name, color=color[name])
+        axes[0, col].set_title(label)
+        axes[1, col].set_title(f"{label}: lift vs Cloud (%)")
+        axes[1, col].axhline(0.0, color="grey", lw=0.8)
+        axes[1, col].set_xlabel("simulated day")
+        for ax in axes[:, col]:
+            ax.grid(alpha=0.3)
+    axes[0, 0].legend(fontsize=8)
     fig.suptitle(title)
     fig.tight_layout()
     fig.savefig(path, dpi=120)
     plt.close(fig)
+
+
+def replot(result: Path, title: str) -> None:
+    """Redraw ``days.png`` beside a ``result.json``."""
+    r = json.loads(result.read_text())
+    plot_days(r["days"], r["daily"], result.parent / "days.png", title)
 
 
 def arms(base: dict[str, Any], out: Path, stem: str, extra: dict[str, dict[str, Any]],
