@@ -42,6 +42,7 @@ from fedrec.coda.train import (
     adam_fit,
     classifier_scores,
     ctr_scores,
+    ctr_scores_chunked,
     greedy_fit,
     inputs,
     pad_stack,
@@ -274,17 +275,16 @@ class CoDADevice(DeviceLogic):
         """Day d's samples scored with M and with M0 (``cloud_``)."""
         evals = [np.flatnonzero(d.log.day == d.today) for d in days]
         data = [inputs(d.log.block.take(e), d.rows, self.cats) for d, e in zip(days, evals, strict=True)]
-        x, _ = pad_stack(data)
         T = max(len(d.rows) for d in days)
-        mine = ctr_scores(stack([_pad_rows(m, T) for m in models]), x).numpy()
-        cloud = ctr_scores(stack([_pad_rows(self.cloud_rows(m0, d), T) for d in days]), x).numpy()
+        mine = ctr_scores_chunked(stack([_pad_rows(m, T) for m in models]), data)
+        cloud = ctr_scores_chunked(stack([_pad_rows(self.cloud_rows(m0, d), T) for d in days]), data)
         out = []
         for i, d in enumerate(days):
             y = data[i]["label"]
             m: dict[str, float] = {}
             if len(y):
-                m.update(day_metrics(mine[i, :len(y)], y, self.opt.ctr_k, ""))
-                m.update(day_metrics(cloud[i, :len(y)], y, self.opt.ctr_k, "cloud_"))
+                m.update(day_metrics(mine[i], y, self.opt.ctr_k, ""))
+                m.update(day_metrics(cloud[i], y, self.opt.ctr_k, "cloud_"))
                 m["active"] = float(len(d.local) > 0 and y.sum() > 0)
             out.append(m)
         return out

@@ -211,6 +211,24 @@ def ctr_scores(params: Params, data: Inputs) -> torch.Tensor:
         return vmap(ctr_logits)(params, {k: data[k] for k in FEATURES})
 
 
+def ctr_scores_chunked(params: Params, per_device: list[dict[str, np.ndarray]],
+                       chunk: int = 256) -> list[np.ndarray]:
+    """Click logits of each device's samples with its own row of the stacked ``params``,
+    ``chunk`` samples of every device at a time (memory bounded by D x chunk, whatever the
+    largest device's day). -> float32 [n_i] per device"""
+    n = [len(d["item"]) for d in per_device]
+    out = [np.zeros(k, np.float32) for k in n]
+    for lo in range(0, max(n, default=0), chunk):
+        act = [i for i, k in enumerate(n) if k > lo]
+        x, _ = pad_stack([{key: v[lo:lo + chunk] for key, v in per_device[i].items()} for i in act])
+        sel = torch.tensor(act, dtype=torch.long)
+        got = ctr_scores({k: v[sel] for k, v in params.items()}, x).numpy()
+        for j, i in enumerate(act):
+            m = min(chunk, n[i] - lo)
+            out[i][lo:lo + m] = got[j, :m]
+    return out
+
+
 def train_global(params: Params, block: Block, cats: np.ndarray, epochs: int, lr: float,
                  batch: int, seed: int, progress: Callable[[str], None] | None = None
                  ) -> tuple[Params, list[float]]:

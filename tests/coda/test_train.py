@@ -122,3 +122,18 @@ def test_the_attention_equals_din_s_concatenated_form():
     tt = t.unsqueeze(1).expand_as(h)
     want = _run_mlp(p, "att", torch.cat([h, tt, h - tt, h * tt], -1), layers(p, "att"))
     torch.testing.assert_close(attention(p, h, t), want, rtol=1e-5, atol=1e-6)
+
+
+def test_chunked_scoring_equals_scoring_every_sample_at_once():
+    from fedrec.coda.train import ctr_scores, ctr_scores_chunked
+
+    cases = [device_case(s) for s in range(3)]
+    full = init_ctr(30, 4, 3, (4,), (4,), seed=0)
+    T = max(len(r) for r, _, _ in cases)
+    params = stack([{**full, "item": full["item"][:T]} for _ in cases])
+    per = [t for _, t, _ in cases]
+    x, _ = pad_stack(per)
+    whole = ctr_scores(params, x).numpy()
+    got = ctr_scores_chunked(params, per, chunk=7)
+    for i, t in enumerate(per):
+        np.testing.assert_allclose(got[i], whole[i, :len(t["item"])], rtol=1e-5, atol=1e-6)
