@@ -10,7 +10,8 @@ Day modes run in a fresh subprocess each (fresh Ray) from experiments/coda_ml1m.
   plain      the plain loop (no Flower, no Ray), cohorts of --cohort devices;
   cohort     Flower simulation, devices-per-client = --cohort, every device;
   per-device Flower simulation, devices-per-client = 1, the first --per-device-subset users,
-             extrapolated linearly per selected device to the cohort run's devices.
+             extrapolated linearly per selected device to the cohort run's devices;
+  cohort-subset  the same users as per-device, in cohorts (the like-for-like ratio).
 Reported: the day phase's wall time (fit), the overnight matching step, devices of the day,
 peak memory of the whole process tree (Ray included). ``knn``: user vectors (category
 histograms of a synthetic population with ML-1M's 18 genres), z-scoring, faiss exact K=100
@@ -45,6 +46,8 @@ def child(mode: str, cohort: int, subset: int, sets: dict) -> None:
             "devices-per-client": cohort, **sets}
     if mode == "per-device":
         flat.update({"devices-per-client": 1, "max-devices": subset})
+    if mode == "cohort-subset":          # the per-device run's users, in cohorts
+        flat.update({"max-devices": subset})
     if mode == "plain":
         from experiments.plain_loop import run_in_process
 
@@ -106,11 +109,11 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--cohort", type=int, default=256)
     ap.add_argument("--per-device-subset", type=int, default=300)
-    ap.add_argument("--modes", default="plain,cohort,per-device,knn")
+    ap.add_argument("--modes", default="plain,cohort,per-device,cohort-subset,knn")
     ap.add_argument("--users", default="6040,100000")
     ap.add_argument("--set", action="append", default=[], metavar="KEY=VALUE")
     ap.add_argument("--out", default=str(ROOT / "runs" / "bench_coda.json"))
-    ap.add_argument("--child", choices=["plain", "cohort", "per-device"])
+    ap.add_argument("--child", choices=["plain", "cohort", "per-device", "cohort-subset"])
     a = ap.parse_args()
     if a.child:
         child(a.child, a.cohort, a.per_device_subset, parse_sets(a.set))
@@ -129,6 +132,9 @@ def main() -> None:
         res[mode] = {**out, "peak_pss_mb": peak.pss_bytes / 2**20,
                      "peak_rss_mb": peak.rss_bytes / 2**20, "peak_procs": peak.n_procs}
         print(json.dumps(res[mode]), flush=True)
+    if {"cohort-subset", "per-device"} <= set(res):      # the same users both ways
+        res["speedup_cohort_vs_per_device_same_users"] = (res["per-device"]["fit_s"]
+                                                          / res["cohort-subset"]["fit_s"])
     if {"cohort", "per-device"} <= set(res):
         per_dev = res["per-device"]["fit_s"] / res["per-device"]["devices"]
         res["per-device"]["extrapolated_fit_s"] = per_dev * res["cohort"]["devices"]
