@@ -52,7 +52,7 @@ from fedrec.protocol import FIT, Arrays, DeviceReply
 from fedrec.results import RunRecorder, atomic_write, dumps
 from fedrec.threat_config import parse_threat_config
 from fedrec.views.samples import SampleView, prepare_samples
-from strategies.base import DeviceStrategy, Phase
+from strategies.base import DeviceStrategy, Phase, sample_devices
 
 MATCH = "match"
 DAY_COLUMNS = ("n", "clicks", "top_clicks", "top_shown", "auc", "cloud_top_clicks", "cloud_auc",
@@ -164,7 +164,6 @@ class CoDA(DeviceStrategy):
     def select_fit_devices(self, rnd: int) -> list[int]:
         ids = self.has_local(rnd)
         if self.cfg.train.fraction_fit < 1.0:
-            from strategies.base import sample_devices
             chosen = set(sample_devices(self.n_devices, self.cfg.train.fraction_fit,
                                         self.cfg.train.seed, rnd))
             ids = np.array([i for i in ids if int(i) in chosen], np.int64)
