@@ -187,3 +187,12 @@ def test_flower_and_the_plain_loop_give_the_same_rounds(tmp_path):
     assert er.main(args) == 0                                   # the default engine: flwr run
     loop = run_in_process({**TINY, "output-dir": str(tmp_path), "run-name": "loop"}, tmp_path / "loop")
     assert clean(read_rounds(tmp_path / "flwr")) == clean(loop.strategy.log.records)
+
+
+def test_fraction_fit_samples_among_the_devices_with_local_samples(run, tmp_path):
+    result, _ = run
+    half = run_in_process({**TINY, "fraction-fit": 0.5, "output-dir": str(tmp_path),
+                           "run-name": "h"}, tmp_path / "h").strategy
+    for rnd, (a, b) in enumerate(zip(half.log.records, result.strategy.log.records, strict=True), 1):
+        assert 0 < a["devices_selected"] < b["devices_selected"]
+        assert set(half.select_fit_devices(rnd)) <= set(result.strategy.has_local(rnd).tolist())
