@@ -234,6 +234,17 @@ def train_global(params: Params, block: Block, cats: np.ndarray, epochs: int, lr
                  ) -> tuple[Params, list[float]]:
     """The cloud's global CTR model: Adam on every pool sample (BCE), ``epochs`` shuffled
     passes. Item rows are the global ids. -> (params, mean loss per epoch)"""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)     # multi-threaded embedding-gradient sums are not reproducible
+    try:
+        return _train_global(params, block, cats, epochs, lr, batch, seed, progress)
+    finally:
+        torch.set_num_threads(threads)
+
+
+def _train_global(params: Params, block: Block, cats: np.ndarray, epochs: int, lr: float,
+                  batch: int, seed: int, progress: Callable[[str], None] | None
+                  ) -> tuple[Params, list[float]]:
     n_items = params["item"].shape[0]
     x = {k: torch.from_numpy(v) for k, v in inputs(block, np.arange(n_items), cats).items()}
     p = {k: v.clone().requires_grad_(True) for k, v in params.items()}
