@@ -111,7 +111,8 @@ class CoDADevice(DeviceLogic):
         o, state = self.opt, task.state or {}
         lg = device_log(self.fed.device(task.device_id), int(task.config[ORIGIN]), o.period_s)
         today = int(task.config[DAY])
-        last = int(state[DAY][0]) if DAY in state else NEVER
+        # the last day this device served; its samples of that day are filed today
+        last = int(state[DAY][0]) - 1 if DAY in state else NEVER
         local = update_local(state.get("local", np.zeros(0, np.int64)), lg.day, last, today,
                              o.max_age, o.local_cap)
         batches = unpack_batches(task.own[MATCHED], task.own[BOUNDS]) if MATCHED in task.own else []

@@ -196,3 +196,29 @@ def test_fraction_fit_samples_among_the_devices_with_local_samples(run, tmp_path
     for rnd, (a, b) in enumerate(zip(half.log.records, result.strategy.log.records, strict=True), 1):
         assert 0 < a["devices_selected"] < b["devices_selected"]
         assert set(half.select_fit_devices(rnd)) <= set(result.strategy.has_local(rnd).tolist())
+
+
+def test_each_day_files_the_samples_logged_the_day_before(tmp_path):
+    """Day d's local table holds the device's samples of day d-1 (logged after it served on
+    day d-1), and none of day d itself."""
+    from clients.coda_device import DAY, ORIGIN, CoDADevice
+    from experiments.setup import effective_config, resolve
+    from fedrec.coda.data import data_origin, device_log
+    from fedrec.protocol import DeviceTask, device_rng
+
+    cfg, cls = resolve(effective_config({}, {**TINY, "coda-arm": "local", "coda-local-cap": 10_000}))
+    fed = cls.prepare_data(cfg)
+    logic = CoDADevice(cfg, fed)
+    origin = data_origin(int(fed.cloud().logs.ts.min()), -1)
+    strategy = cls(cfg=cfg, fed=fed, recorder=__import__("fedrec.results").results.RunRecorder(tmp_path))
+    dev = max(range(fed.n_devices), key=lambda d: len(fed.device(d).items))
+    day_of = device_log(fed.device(dev), origin, 86_400).day
+    state = None
+    for day in (3, 4, 5):
+        task = DeviceTask(dev, day - 2, FIT, strategy.global_arrays, {}, state,
+                          {DAY: day, ORIGIN: origin}, device_rng(0, day, dev, FIT))
+        state = logic.run_many([task])[0].state
+        filed = set(day_of[state["local"]].tolist())
+        assert max(filed) == day - 1 and day not in filed
+        assert (day_of == day - 1).sum() == 0 or day - 1 in filed
+    assert set(day_of[state["local"]].tolist()) >= {d for d in (2, 3, 4) if (day_of == d).any()}
