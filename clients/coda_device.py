@@ -46,6 +46,7 @@ from fedrec.coda.train import (
     greedy_fit,
     inputs,
     pad_stack,
+    pad_steps,
     schedule,
     stack,
     unstack,
@@ -203,7 +204,7 @@ class CoDADevice(DeviceLogic):
             steps.append(self.session_steps(len(train), len(d.waiting), d.task.rng))
         x, xmask = pad_stack(data)
         v, vmask = pad_stack(vdata)
-        sched = _pad_steps(steps, o.device_batch)
+        sched = pad_steps(steps, o.device_batch)
         T = max(len(days[i].rows) for i, _, _ in work)
         params = stack([_pad_rows(models[i], T) for i, _, _ in work])
         params, stats = greedy_fit(params, x, sched, v, vmask, self.lr, o.accept)
@@ -341,15 +342,6 @@ def _pad_rows(p: Params, rows: int) -> Params:
     if len(item) < rows:
         item = torch.cat([item, torch.zeros(rows - len(item), item.shape[1])])
     return {**p, "item": item}
-
-
-def _pad_steps(steps: list[list[np.ndarray]], batch: int) -> torch.Tensor:
-    s = max((len(x) for x in steps), default=0)
-    out = np.full((len(steps), s, batch), -1, np.int64)
-    for i, per in enumerate(steps):
-        for j, b in enumerate(per):
-            out[i, j, :len(b)] = b
-    return torch.from_numpy(out)
 
 
 def auc(scores: np.ndarray, label: np.ndarray) -> float:

@@ -90,10 +90,15 @@ def schedule(sizes: list[int], batch: int, rngs: list[np.random.Generator],
     for n, rng in zip(sizes, rngs, strict=True):
         order = np.concatenate([rng.permutation(n) for _ in range(epochs)]) if n else np.zeros(0)
         per.append([order[i:i + batch] for i in range(0, len(order), batch)])
-    s = max((len(p) for p in per), default=0)
-    out = np.full((len(sizes), s, batch), -1, np.int64)
-    for i, p in enumerate(per):
-        for j, b in enumerate(p):
+    return pad_steps(per, batch)
+
+
+def pad_steps(steps: list[list[np.ndarray]], batch: int) -> torch.Tensor:
+    """Per-device lists of mini-batches (row ids) -> [D, S, B] padded with -1."""
+    s = max((len(x) for x in steps), default=0)
+    out = np.full((len(steps), s, batch), -1, np.int64)
+    for i, per in enumerate(steps):
+        for j, b in enumerate(per):
             out[i, j, :len(b)] = b
     return torch.from_numpy(out)
 
