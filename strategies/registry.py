@@ -17,6 +17,7 @@ from strategies.dccl import DCCL
 from strategies.fedavg import FedAvg
 from strategies.fedmf import FedMF
 from strategies.fedncf import FedNCF
+from strategies.mcsf import MCSF
 from strategies.pfedrec import PFedRec
 from strategies.shared_model import SharedModelStrategy
 
@@ -28,6 +29,7 @@ STRATEGIES: dict[str, type[DeviceStrategy]] = {
     "fedavg": FedAvg,
     "fedmf": FedMF,
     "fedncf": FedNCF,
+    "mcsf": MCSF,
     "pfedrec": PFedRec,
 }
 

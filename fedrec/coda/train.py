@@ -65,8 +65,10 @@ def gather(data: Inputs, idx: torch.Tensor) -> Inputs:
 
 
 def masked_bce(logits: torch.Tensor, label: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """Mean BCE over the real rows; logits/label [B, ...], mask [B] (or of their shape)."""
     per = F.binary_cross_entropy_with_logits(logits, label, reduction="none")
-    return (per * mask).sum() / mask.sum().clamp(min=1.0)
+    m = mask.reshape(*mask.shape, *(1,) * (per.dim() - mask.dim())).expand_as(per)
+    return (per * m).sum() / m.sum().clamp(min=1.0)
 
 
 def _loss(fn: Logits) -> Callable[[Params, Inputs, torch.Tensor, torch.Tensor], torch.Tensor]:
@@ -104,9 +106,12 @@ def pad_steps(steps: list[list[np.ndarray]], batch: int) -> torch.Tensor:
 
 
 def adam_fit(params: Params, fn: Logits, data: Inputs, steps: torch.Tensor, lr: float,
-             b1: float = 0.9, b2: float = 0.999, eps: float = 1e-8) -> Params:
+             b1: float = 0.9, b2: float = 0.999, eps: float = 1e-8,
+             features: tuple[str, ...] = FEATURES, l2: float = 0.0) -> Params:
     """Mini-batch Adam for every device at once (per-device step counts); a device without a
-    batch at step s is left as it is. steps [D, S, B] rows into ``data`` (-1 pad)."""
+    batch at step s is left as it is. steps [D, S, B] rows into ``data`` (-1 pad); ``fn``
+    reads ``features`` of ``data`` (``data["label"]`` is the target, [D, N] or [D, N, C]);
+    ``l2``: weight decay added to the gradient (torch.optim.Adam's)."""
     p = {k: v.clone() for k, v in params.items()}
     m = {k: torch.zeros_like(v) for k, v in p.items()}
     v2 = {k: torch.zeros_like(v) for k, v in p.items()}
@@ -119,9 +124,11 @@ def adam_fit(params: Params, fn: Logits, data: Inputs, steps: torch.Tensor, lr: 
         if not bool(active.any()):
             continue
         x = gather(data, idx.clamp(min=0))
-        g = per_device_grad(p, {k: x[k] for k in FEATURES}, x["label"], mask)
+        g = per_device_grad(p, {k: x[k] for k in features}, x["label"], mask)
         t = t + active.float()
         for k in list(p):
+            if l2:
+                g[k] = g[k] + l2 * p[k]
             shape = (-1,) + (1,) * (p[k].dim() - 1)
             on = active.view(shape)
             m[k] = torch.where(on, b1 * m[k] + (1 - b1) * g[k], m[k])

@@ -1,0 +1,260 @@
+"""The paper's centralised MC-SF pipeline (one slow-fast cycle) and its baselines, on a
+sample view (Tables 2-3, Fig. 4, Fig. 5 of Chen, Yao et al.; docs/mcsf.md).
+
+Every model is trained in its phase and scored on the same test events and candidates:
+
+1. DIN (the slow model without F2S) trains ``slow_pretrain_epochs`` on the slow phase; its
+   item table E is then frozen: the fast models and the negative memory read it.
+2. The independent fast model (GRUs, no S2F) trains on the slow phase's last
+   ``fast_pretrain`` events per user (decision 7(i): GRU_n exists before the first upload).
+3. Negative memories at every upload point (that model's GRU_n over E), as devices would send.
+4. Slow, another ``slow_epochs`` from step 1 (E frozen): "DIN" without F2S, "MC-SF slow" with
+   it (its head starts as DIN's with zero weight on r_e, its GRU_n copy as the device's).
+5. Fast, ``fast_epochs`` on the fast phase from step 2: "fast" without S2F and "MC-SF fast"
+   with the S2F features of the MC-SF slow model (its new weights start at zero, so it
+   starts as the independent fast model).
+Baselines (own embeddings): GRU4Rec and NeuMF (fast, trained like step 2 then 5), DIN+X
+(X plus a learnt weight times DIN's logit), SASRec (slow, the slow phase, as many epochs as
+DIN). Slow models read the slow phase's clicks only (even at test); fast models every click
+and exposure before the target. Ranks: the target among its 1 + N candidates.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, replace
+
+import numpy as np
+import torch
+
+from fedrec.mcsf.config import MCSFConfig
+from fedrec.mcsf.data import Events, memory_points, test_events, training_events
+from fedrec.mcsf.model import Params, Shape, init_fast, init_slow, negative_memory
+from fedrec.mcsf.train import (
+    Tensors,
+    adam_train,
+    as_tensors,
+    fast_fn,
+    scores,
+    slow_fn,
+    test_ranks,
+    with_s2f,
+)
+from fedrec.models.base import Batch
+from fedrec.models.gru4rec import GRU4Rec
+from fedrec.models.ncf import NeuMF
+from fedrec.models.sasrec import SASRec
+from fedrec.views.config import DEVICE, PRE
+from fedrec.views.samples import SampleView
+
+SLOW_MODELS = ("sasrec", "din", "mcsf-slow")
+FAST_MODELS = ("neumf", "gru4rec", "din+neumf", "din+gru4rec", "fast", "mcsf-fast")
+Say = Callable[[str], None]
+
+
+@dataclass(frozen=True)
+class CentralOptions:
+    """Epochs of the centralised pipeline (the protocol options give the rest)."""
+
+    fast_pretrain: int = 5
+    fast_epochs: int = 10
+    seed: int = 0
+    sasrec_blocks: int = 2
+    sasrec_dropout: float = 0.2
+
+
+@dataclass(frozen=True, eq=False)
+class Split:
+    """Every device's events: slow-phase targets, the slow phase's tail (fast pretraining),
+    the fast phase, the test; memory windows [M, Lm] of every device's upload points."""
+
+    slow: Events
+    tail: Events
+    fast: Events
+    test: Events
+    windows: np.ndarray
+
+
+def gather(view: SampleView, o: MCSFConfig, tail: int) -> Split:
+    """The events of every device (``Events.mem`` indexes the concatenated windows)."""
+    parts: dict[str, list[Events]] = {"slow": [], "tail": [], "fast": [], "test": []}
+    wins, offset = [], 0
+    kw = {"slow_len": o.slow_len, "fast_len": o.fast_len, "every": o.upload_every}
+    for d in range(view.n_devices):
+        dev = view.device(d)
+        mem = memory_points(dev, o.upload_every, o.fast_len)
+        got = {"slow": training_events(dev, PRE, exposure_negatives=o.exposure_negatives,
+                                       last=o.slow_targets, **kw),
+               "tail": training_events(dev, PRE, exposure_negatives=o.exposure_negatives,
+                                       last=tail, **kw),
+               "fast": training_events(dev, DEVICE, exposure_negatives=o.exposure_negatives, **kw),
+               "test": test_events(dev, **kw)}
+        for k, ev in got.items():
+            parts[k].append(replace(ev, mem=np.where(ev.mem >= 0, ev.mem + offset, -1)))
+        wins.append(mem.window)
+        offset += len(mem.point)
+    got = [Events.concat(parts[k]) for k in ("slow", "tail", "fast", "test")]
+    return Split(got[0], got[1], got[2], got[3], np.concatenate(wins))
+
+
+def shapes(o: MCSFConfig, n_items: int) -> tuple[Shape, Shape, Shape, Shape]:
+    """DIN, MC-SF slow (F2S), independent fast, MC-SF fast (S2F)."""
+    base = Shape(n_items, o.dim, o.attention_widths, o.hidden_widths, False, False, o.reweight)
+    return base, replace(base, f2s=True), base, replace(base, s2f=True)
+
+
+def f2s_start(din: Params, fast: Params, shape: Shape, seed: int) -> Params:
+    """MC-SF slow's start: DIN's weights, zero weight on r_e, GRU_n copied from the device."""
+    p = init_slow(shape, seed)
+    d = shape.dim
+    for k, v in din.items():
+        if k != "head0.w":
+            p[k] = v.clone()
+    w = torch.zeros(3 * d, din["head0.w"].shape[1])
+    w[:d], w[2 * d:] = din["head0.w"][:d], din["head0.w"][d:]               # [r_c; r_e; e]
+    p["head0.w"] = w
+    for part in ("w_ih", "w_hh", "b_ih", "b_hh"):
+        p[f"gs.{part}"] = fast[f"gn.{part}"].clone()
+    return p
+
+
+def s2f_start(fast: Params, shape: Shape, seed: int) -> Params:
+    """MC-SF fast's start: the independent fast model, zero S2F maps and r_c weights."""
+    p = init_fast(shape, seed)
+    d = shape.dim
+    for k, v in fast.items():
+        if k != "mlp0.w":
+            p[k] = v.clone()
+    w = torch.zeros(4 * d, fast["mlp0.w"].shape[1])
+    w[:2 * d], w[3 * d:] = fast["mlp0.w"][:2 * d], fast["mlp0.w"][2 * d:]    # [r_p; r_n; r_c; e]
+    p["mlp0.w"] = w
+    for k in ("ip.w", "ip.b", "in.w", "in.b"):
+        p[k] = torch.zeros_like(p[k])
+    return p
+
+
+def trainable(p: Params, frozen: tuple[str, ...] = ("emb",)) -> list[torch.Tensor]:
+    return [v for k, v in p.items() if k not in frozen]
+
+
+class Pipeline:
+    """One centralised run: trains what ``models`` needs, returns test ranks per model."""
+
+    def __init__(self, view: SampleView, o: MCSFConfig, c: CentralOptions,
+                 say: Say | None = None) -> None:
+        self.view, self.o, self.c, self.say = view, o, c, say
+        self.split = gather(view, o, c.fast_pretrain)
+        self.din_s, self.f2s_s, self.fast_s, self.s2f_s = shapes(o, view.n_items)
+        self.facts: dict[str, float] = {
+            "slow_events": len(self.split.slow), "fast_events": len(self.split.fast),
+            "tail_events": len(self.split.tail), "test_events": len(self.split.test),
+            "devices": view.n_devices, "items": view.n_items}
+
+    def train(self, params: list[torch.Tensor], fn: Callable[[torch.Tensor], torch.Tensor],
+              label: torch.Tensor, epochs: int, what: str) -> list[float]:
+        o = self.o
+        return adam_train(params, fn, label, epochs=epochs, batch=o.batch, lr=o.lr, l2=o.l2,
+                          seed=self.c.seed, progress=self.say, what=what)
+
+    def tensors(self, ev: Events, memory: torch.Tensor | None = None) -> Tensors:
+        return as_tensors(ev, memory, self.o.dim)
+
+    # ------------------------------------------------------------------ steps 1-5
+    def run(self, models: tuple[str, ...]) -> dict[str, np.ndarray]:
+        o, c, sp = self.o, self.c, self.split
+        torch.manual_seed(c.seed)
+        ranks: dict[str, np.ndarray] = {}
+        slow_t = self.tensors(sp.slow)
+        din0 = init_slow(self.din_s, c.seed)
+        self.train(list(din0.values()), slow_fn(din0, self.din_s, slow_t), slow_t["label"],
+                   o.slow_pretrain_epochs, "din pretrain")
+        table = din0["emb"]
+        din = {k: v.clone() for k, v in din0.items()}
+        self.train(trainable(din), slow_fn(din, self.din_s, slow_t), slow_t["label"],
+                   o.slow_epochs, "din")
+        test0 = self.tensors(sp.test)
+        ranks["din"] = test_ranks(slow_fn(din, self.din_s, test0), len(sp.test))
+        needs_fast = any(m in models for m in ("mcsf-slow", "fast", "mcsf-fast"))
+        if needs_fast:
+            tail_t = self.tensors(sp.tail)
+            fast0 = init_fast(self.fast_s, c.seed)
+            self.train(list(fast0.values()), fast_fn(fast0, self.fast_s, tail_t, table),
+                       tail_t["label"], c.fast_epochs, "fast pretrain")
+            memory = negative_memory(fast0, torch.from_numpy(sp.windows), table)
+            slow_m = self.tensors(sp.slow, memory)
+            f2s = f2s_start(din0, fast0, self.f2s_s, c.seed)
+            self.train(trainable(f2s), slow_fn(f2s, self.f2s_s, slow_m), slow_m["label"],
+                       o.slow_epochs, "mcsf slow")
+            test_m = self.tensors(sp.test, memory)
+            ranks["mcsf-slow"] = test_ranks(slow_fn(f2s, self.f2s_s, test_m), len(sp.test))
+            fast_t = self.tensors(sp.fast, memory)
+            fast = {k: v.clone() for k, v in fast0.items()}
+            self.train(list(fast.values()), fast_fn(fast, self.fast_s, fast_t, table),
+                       fast_t["label"], c.fast_epochs, "fast")
+            ranks["fast"] = test_ranks(fast_fn(fast, self.fast_s, test_m, table), len(sp.test))
+            if "mcsf-fast" in models:
+                s2f = s2f_start(fast0, self.s2f_s, c.seed)
+                fast_s = with_s2f(fast_t, f2s, self.f2s_s)
+                self.train(list(s2f.values()), fast_fn(s2f, self.s2f_s, fast_s, table),
+                           fast_s["label"], c.fast_epochs, "mcsf fast")
+                test_s = with_s2f(test_m, f2s, self.f2s_s)
+                ranks["mcsf-fast"] = test_ranks(fast_fn(s2f, self.s2f_s, test_s, table),
+                                                len(sp.test))
+        self.baselines(models, din, ranks)
+        return {m: ranks[m] for m in models if m in ranks}
+
+    # ------------------------------------------------------------------ baselines
+    def baselines(self, models: tuple[str, ...], din: Params, ranks: dict[str, np.ndarray]) -> None:
+        o, c, sp = self.o, self.c, self.split
+        if "sasrec" in models:
+            model = SASRec(n_items=self.view.n_items, dim=o.dim, max_len=o.slow_len,
+                           blocks=c.sasrec_blocks, dropout=c.sasrec_dropout, seed=c.seed)
+            t = self.tensors(sp.slow)
+            fn = lambda idx: model.score(Batch(history=t["slow"][idx]), t["cand"][idx])
+            model.train()
+            self.train(list(model.parameters()), fn, t["label"],
+                       o.slow_pretrain_epochs + o.slow_epochs, "sasrec")
+            model.eval()
+            test = self.tensors(sp.test)
+            ranks["sasrec"] = test_ranks(
+                lambda idx: model.score(Batch(history=test["slow"][idx]), test["cand"][idx]),
+                len(sp.test))
+        for name in ("neumf", "gru4rec"):
+            for plus in (False, True):
+                key = f"din+{name}" if plus else name
+                if key in models:
+                    ranks[key] = self.fast_baseline(name, din if plus else None)
+
+    def fast_baseline(self, name: str, din: Params | None) -> np.ndarray:
+        """GRU4Rec (clicks window) or NeuMF (user id), optionally + a * DIN logit + b, trained
+        on the slow phase's tail then on the fast phase; ranks of the test events."""
+        o, c, sp = self.o, self.c, self.split
+        model: torch.nn.Module
+        if name == "gru4rec":
+            model = GRU4Rec(n_items=self.view.n_items, embedding_dim=o.dim, hidden_dim=o.dim,
+                            seed=c.seed)
+        else:
+            model = NeuMF(n_users=self.view.n_devices, n_items=self.view.n_items, gmf_dim=o.dim,
+                          mlp_layers=(2 * o.dim, o.dim, max(o.dim // 2, 1)), seed=c.seed)
+        ab = torch.zeros(2)
+
+        def logits_of(t: Tensors) -> Callable[[torch.Tensor], torch.Tensor]:
+            din_logits = None
+            if din is not None:
+                din_logits = torch.from_numpy(
+                    scores(slow_fn(din, self.din_s, t), len(t["cand"])))
+
+            def fn(idx: torch.Tensor) -> torch.Tensor:
+                batch = (Batch(history=t["clicks"][idx]) if name == "gru4rec"
+                         else Batch(users=t["owner"][idx]))
+                out = model.score(batch, t["cand"][idx])
+                return out if din_logits is None else out + ab[0] * din_logits[idx] + ab[1]
+            return fn
+
+        params = [*model.parameters(), *([ab] if din is not None else [])]
+        for events, what in ((sp.tail, "pretrain"), (sp.fast, "fast phase")):
+            t = self.tensors(events)
+            self.train(params, logits_of(t), t["label"], c.fast_epochs,
+                       f"{'din+' if din is not None else ''}{name} {what}")
+        test = self.tensors(sp.test)
+        return test_ranks(logits_of(test), len(sp.test))

@@ -1,0 +1,133 @@
+"""MC-SF's training and scoring loops: centralised Adam over event batches (the cloud's slow
+model, the paper's centralised fast training and every baseline), and the cohort's fast fit
+as one stacked computation (``fedrec.coda.train.adam_fit``: per-device copies, vmap).
+
+Every model here is a function ``logits(idx) -> [b, C]`` over rows ``idx`` of an event set;
+training minimises the mean BCE of those logits against the events' labels with Adam
+(``weight_decay`` = the L2 weight), ``batch`` events per step, a seeded shuffle per epoch.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Sequence
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from fedrec.coda.train import adam_fit
+from fedrec.mcsf.data import Events
+from fedrec.mcsf.model import Params, Shape, fast_logits, s2f_features, slow_logits
+from fedrec.metrics import ranks_from_scores
+
+Tensors = dict[str, torch.Tensor]
+LogitsFn = Callable[[torch.Tensor], torch.Tensor]
+SLOW_KEYS = ("slow", "cand", "mem")
+FAST_KEYS = ("clicks", "expo", "cand", "rc", "re")
+
+
+def as_tensors(ev: Events, memory: torch.Tensor | None, dim: int) -> Tensors:
+    """An event set as tensors; ``mem`` becomes each event's memory vector [E, d] (zero where
+    the event has none; ``memory`` [M, d] indexed by ``ev.mem``)."""
+    t = {k: torch.from_numpy(np.ascontiguousarray(getattr(ev, k)))
+         for k in ("owner", "slow", "clicks", "expo", "cand", "label")}
+    idx = torch.from_numpy(ev.mem)
+    if memory is None or len(memory) == 0:
+        t["mem"] = torch.zeros(len(ev), dim)
+    else:
+        t["mem"] = torch.where((idx >= 0)[:, None], memory[idx.clamp(min=0)], 0.0)
+    return t
+
+
+def rows(t: Tensors, idx: torch.Tensor, keys: Sequence[str]) -> Tensors:
+    return {k: t[k][idx] for k in keys if k in t}
+
+
+def with_s2f(t: Tensors, slow: Params, shape: Shape, chunk: int = 512) -> Tensors:
+    """``t`` plus the cloud's S2F features rc, re [E, C, d] for every candidate (computed
+    with the slow model ``slow``, in chunks of events)."""
+    rc, re = [], []
+    for lo in range(0, len(t["cand"]), chunk):
+        idx = torch.arange(lo, min(lo + chunk, len(t["cand"])))
+        a, b = s2f_features(slow, shape, rows(t, idx, SLOW_KEYS))
+        rc.append(a)
+        re.append(b)
+    d = shape.dim
+    empty = torch.zeros(0, t["cand"].shape[1], d)
+    return {**t, "rc": torch.cat([empty, *rc]), "re": torch.cat([empty, *re])}
+
+
+def slow_fn(p: Params, shape: Shape, t: Tensors) -> LogitsFn:
+    return lambda idx: slow_logits(p, shape, rows(t, idx, SLOW_KEYS))
+
+
+def fast_fn(p: Params, shape: Shape, t: Tensors, table: torch.Tensor) -> LogitsFn:
+    return lambda idx: fast_logits(p, shape, rows(t, idx, FAST_KEYS), table)
+
+
+def adam_train(params: Sequence[torch.Tensor], logits: LogitsFn, label: torch.Tensor, *,
+               epochs: int, batch: int, lr: float, l2: float, seed: int,
+               progress: Callable[[str], None] | None = None, what: str = "") -> list[float]:
+    """Mean BCE of ``logits`` against ``label`` [E, C], Adam; returns each epoch's mean loss."""
+    params = list(params)
+    for q in params:
+        q.requires_grad_(True)
+    opt = torch.optim.Adam(params, lr=lr, weight_decay=l2)
+    losses: list[float] = []
+    n = len(label)
+    for epoch in range(epochs):
+        t0 = time.perf_counter()
+        order = torch.randperm(n, generator=torch.Generator().manual_seed(seed * 1_000_003 + epoch))
+        total = 0.0
+        for lo in range(0, n, batch):
+            idx = order[lo:lo + batch]
+            loss = F.binary_cross_entropy_with_logits(logits(idx), label[idx])
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+            total += float(loss.detach()) * len(idx)
+        losses.append(total / max(n, 1))
+        if progress is not None:
+            progress(f"{what} epoch {epoch + 1}/{epochs}: loss {losses[-1]:.4f} "
+                     f"({time.perf_counter() - t0:.1f} s)")
+    for q in params:
+        q.requires_grad_(False)
+    return losses
+
+
+@torch.no_grad()
+def scores(logits: LogitsFn, n: int, chunk: int = 256) -> np.ndarray:
+    """Logits of every event's candidates, in chunks. -> float32 [n, C]"""
+    out = [logits(torch.arange(lo, min(lo + chunk, n))) for lo in range(0, n, chunk)]
+    return torch.cat(out).numpy() if out else np.zeros((0, 0), np.float32)
+
+
+def test_ranks(logits: LogitsFn, n: int) -> np.ndarray:
+    """0-based pessimistic rank of column 0 (the target) among each event's candidates. [n]"""
+    return ranks_from_scores(scores(logits, n), 0)
+
+
+# ---------------------------------------------------------------------- the cohort's fit
+def fit_stacked(stacked: Params, shape: Shape, data: Tensors, steps: torch.Tensor,
+                table: torch.Tensor, lr: float, l2: float) -> Params:
+    """Every device of a cohort trains its own copy of the fast parameters (``stacked``
+    [D, ...]: each device's start) on its own events: data [D, N, ...] (padded), steps
+    [D, S, B] rows (-1 pad). -> [D, ...] params"""
+    keys = tuple(k for k in FAST_KEYS if k in data)
+    return adam_fit(stacked, lambda p, x: fast_logits(p, shape, x, table), data, steps, lr,
+                    features=keys, l2=l2)
+
+
+def pad_devices(per: list[Tensors]) -> Tensors:
+    """Per-device tensors (n_i events each) -> [D, N, ...] zero-padded (PAD ids stay -1)."""
+    n = max(max((len(t["cand"]) for t in per), default=0), 1)
+    out: Tensors = {}
+    for key in per[0]:
+        first = per[0][key]
+        fill = -1 if key in ("slow", "clicks", "expo") else 0
+        arr = torch.full((len(per), n, *first.shape[1:]), fill, dtype=first.dtype)
+        for i, t in enumerate(per):
+            arr[i, :len(t[key])] = t[key]
+        out[key] = arr
+    return out
