@@ -83,18 +83,18 @@ def gather(view: SampleView, o: MCSFConfig, tail: int) -> Split:
     for d in range(view.n_devices):
         dev = view.device(d)
         mem = memory_points(dev, o.upload_every, o.fast_len)
-        got = {"slow": training_events(dev, PRE, exposure_negatives=o.exposure_negatives,
+        built = {"slow": training_events(dev, PRE, exposure_negatives=o.exposure_negatives,
                                        last=o.slow_targets, **kw),
                "tail": training_events(dev, PRE, exposure_negatives=o.exposure_negatives,
                                        last=tail, **kw),
                "fast": training_events(dev, DEVICE, exposure_negatives=o.exposure_negatives, **kw),
                "test": test_events(dev, **kw)}
-        for k, ev in got.items():
+        for k, ev in built.items():
             parts[k].append(replace(ev, mem=np.where(ev.mem >= 0, ev.mem + offset, -1)))
         wins.append(mem.window)
         offset += len(mem.point)
-    got = [Events.concat(parts[k]) for k in ("slow", "tail", "fast", "test")]
-    return Split(got[0], got[1], got[2], got[3], np.concatenate(wins))
+    cat = {k: Events.concat(v) for k, v in parts.items()}
+    return Split(cat["slow"], cat["tail"], cat["fast"], cat["test"], np.concatenate(wins))
 
 
 def shapes(o: MCSFConfig, n_items: int) -> tuple[Shape, Shape, Shape, Shape]:
