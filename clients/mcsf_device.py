@@ -30,9 +30,16 @@ from fedrec.coda.train import schedule
 from fedrec.config import RunConfig, protocol_options
 from fedrec.dccl.central import ranks_summary
 from fedrec.mcsf.config import MCSFConfig
-from fedrec.mcsf.data import Events, memory_points, test_events, training_events
+from fedrec.mcsf.data import Events, held_out_events, memory_points, training_events
 from fedrec.mcsf.model import Params, Shape, fast_logits, negative_memory
-from fedrec.mcsf.train import FAST_KEYS, as_tensors, fit_stacked, pad_devices, rows
+from fedrec.mcsf.train import (
+    FAST_KEYS,
+    as_tensors,
+    fit_stacked,
+    pad_devices,
+    rows,
+    stacked_loss,
+)
 from fedrec.metrics import ranks_from_scores
 from fedrec.protocol import EVALUATE, FIT, Arrays, DeviceReply, DeviceTask
 from fedrec.views.config import DEVICE
@@ -103,9 +110,9 @@ class MCSFDevice(DeviceLogic):
                                fast_len=o.fast_len, every=o.upload_every,
                                exposure_negatives=o.exposure_negatives)
 
-    def test_events(self, device_id: int) -> Events:
+    def held_out_events(self, device_id: int) -> Events:
         o = self.opt
-        return test_events(self.fed.device(device_id), slow_len=o.slow_len, fast_len=o.fast_len,
+        return held_out_events(self.fed.device(device_id), slow_len=o.slow_len, fast_len=o.fast_len,
                            every=o.upload_every)
 
     def start(self, task: DeviceTask) -> Params:
@@ -145,7 +152,7 @@ class MCSFDevice(DeviceLogic):
                 for t, m in zip(tasks, mems, strict=True)])
         replies, lo = [], 0
         for t, m in zip(tasks, mems, strict=True):
-            fit, test = self.fit_events(t.device_id), self.test_events(t.device_id)
+            fit, test = self.fit_events(t.device_id), self.held_out_events(t.device_id)
             upload = {MEM: memory[lo:lo + len(m.point)].astype(np.float32),
                       MEM_POINT: m.point.astype(np.int32),
                       FIT_EVENTS: fit.event.astype(np.int32), FIT_CAND: fit.cand.astype(np.int32),
@@ -169,6 +176,7 @@ class MCSFDevice(DeviceLogic):
         starts = [self.start(t) for t in tasks]
         start = {k: torch.stack([s[k] for s in starts]) for k in starts[0]}
         new = fit_stacked(start, self.shape, data, steps, table, self.cfg.train.lr, o.l2)
+        loss = stacked_loss(new, self.shape, data, table)
         params = sum(v[0].numel() for v in new.values())
         replies = []
         for i, (t, ev) in enumerate(zip(tasks, events, strict=True)):
@@ -179,6 +187,7 @@ class MCSFDevice(DeviceLogic):
             replies.append(DeviceReply(
                 device_id=t.device_id, upload=delta if fedavg else {},
                 state=None if fedavg else mine, num_examples=len(ev),
+                metrics={"loss": float(loss[i])} if len(ev) else {},
                 flops=3.0 * self.row_flops() * rows_seen * ev.cand.shape[1],
                 peak_mem_bytes=float(FLOAT_BYTES * (3 * params + len(ev) * ev.cand.shape[1]
                                                     * (2 * o.fast_len + 4) * o.dim))))
@@ -196,7 +205,7 @@ class MCSFDevice(DeviceLogic):
         table = torch.from_numpy(np.asarray(tasks[0].broadcast[TABLE], np.float32))
         replies = []
         for t in tasks:
-            ev = self.test_events(t.device_id)
+            ev = self.held_out_events(t.device_id)
             x = self.inputs(t, ev)
             with torch.no_grad():
                 logits = fast_logits(self.start(t), self.shape, rows(x, torch.arange(len(ev)),

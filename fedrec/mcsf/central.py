@@ -28,7 +28,7 @@ import numpy as np
 import torch
 
 from fedrec.mcsf.config import MCSFConfig
-from fedrec.mcsf.data import Events, memory_points, test_events, training_events
+from fedrec.mcsf.data import Events, held_out_events, memory_points, training_events
 from fedrec.mcsf.model import Params, Shape, init_fast, init_slow, negative_memory
 from fedrec.mcsf.train import (
     Tensors,
@@ -88,7 +88,7 @@ def gather(view: SampleView, o: MCSFConfig, tail: int) -> Split:
                "tail": training_events(dev, PRE, exposure_negatives=o.exposure_negatives,
                                        last=tail, **kw),
                "fast": training_events(dev, DEVICE, exposure_negatives=o.exposure_negatives, **kw),
-               "test": test_events(dev, **kw)}
+               "test": held_out_events(dev, **kw)}
         for k, ev in built.items():
             parts[k].append(replace(ev, mem=np.where(ev.mem >= 0, ev.mem + offset, -1)))
         wins.append(mem.window)

@@ -142,7 +142,7 @@ def training_events(dev: DeviceSamples, part: int, *, slow_len: int, fast_len: i
                          cand=cand, label=label)
 
 
-def test_events(dev: DeviceSamples, *, slow_len: int, fast_len: int, every: int) -> Events:
+def held_out_events(dev: DeviceSamples, *, slow_len: int, fast_len: int, every: int) -> Events:
     """The device's test events with the view's evaluation candidates (target first)."""
     t = dev.test
     cand = t.candidates

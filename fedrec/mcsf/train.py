@@ -131,3 +131,14 @@ def pad_devices(per: list[Tensors]) -> Tensors:
             arr[i, :len(t[key])] = t[key]
         out[key] = arr
     return out
+
+
+@torch.no_grad()
+def stacked_loss(stacked: Params, shape: Shape, data: Tensors, table: torch.Tensor) -> np.ndarray:
+    """Each device's mean BCE over its real events after training. -> float64 [D]"""
+    keys = tuple(k for k in FAST_KEYS if k in data)
+    logits = torch.func.vmap(lambda p, x: fast_logits(p, shape, x, table))(
+        stacked, {k: data[k] for k in keys})                                  # [D, N, C]
+    per = F.binary_cross_entropy_with_logits(logits, data["label"], reduction="none").mean(-1)
+    real = (data["cand"] >= 0).all(-1) & (data["label"].sum(-1) > 0)           # [D, N]
+    return ((per * real).sum(1) / real.sum(1).clamp(min=1)).double().numpy()
