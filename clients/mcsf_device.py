@@ -31,13 +31,14 @@ from fedrec.config import RunConfig, protocol_options
 from fedrec.dccl.central import ranks_summary
 from fedrec.mcsf.config import MCSFConfig
 from fedrec.mcsf.data import Events, held_out_events, memory_points, training_events
-from fedrec.mcsf.model import Params, Shape, fast_logits, negative_memory
+from fedrec.mcsf.model import Params, Shape, negative_memory
 from fedrec.mcsf.train import (
     FAST_KEYS,
     as_tensors,
+    fast_fn,
     fit_stacked,
     pad_devices,
-    rows,
+    scores,
     stacked_loss,
 )
 from fedrec.metrics import ranks_from_scores
@@ -200,20 +201,26 @@ class MCSFDevice(DeviceLogic):
         return float(2 * self.opt.fast_len * 6 * d * d + mlp)
 
     def evaluate_many(self, tasks: list[DeviceTask]) -> list[DeviceReply]:
-        """Fast-protocol ranks of every test event, and the slow model's (sent) ranks."""
+        """Fast-protocol ranks of every test event (one pass over the cohort's events when
+        the devices share the model), and the slow model's ranks from the sent logits."""
         torch.set_num_threads(1)
         table = torch.from_numpy(np.asarray(tasks[0].broadcast[TABLE], np.float32))
+        events = [self.held_out_events(t.device_id) for t in tasks]
+        xs = [self.inputs(t, ev) for t, ev in zip(tasks, events, strict=True)]
+        bounds = np.cumsum([0] + [len(ev) for ev in events])
+        if self.opt.fast_train == "fedavg":   # one model: the cohort's events in one pass
+            x = {k: torch.cat([xi[k] for xi in xs]) for k in xs[0]}
+            logits = scores(fast_fn(fast_params(tasks[0].broadcast), self.shape, x, table),
+                            int(bounds[-1]))
+        else:
+            logits = np.concatenate([scores(fast_fn(self.start(t), self.shape, xi, table),
+                                            len(ev)) for t, xi, ev in zip(tasks, xs, events,
+                                                                          strict=True)])
         replies = []
-        for t in tasks:
-            ev = self.held_out_events(t.device_id)
-            x = self.inputs(t, ev)
-            with torch.no_grad():
-                logits = fast_logits(self.start(t), self.shape, rows(x, torch.arange(len(ev)),
-                                                                     FAST_KEYS), table)
-            metrics = rank_metrics_of(ranks_from_scores(logits.numpy(), 0), "")
+        for i, t in enumerate(tasks):
+            metrics = rank_metrics_of(ranks_from_scores(logits[bounds[i]:bounds[i + 1]], 0), "")
             if SLOW in t.own:
                 slow = np.asarray(t.own[SLOW], np.float32)
                 metrics.update(rank_metrics_of(ranks_from_scores(slow, 0), "slow_"))
             replies.append(DeviceReply(device_id=t.device_id, metrics=metrics))
         return replies
-

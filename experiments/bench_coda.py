@@ -23,14 +23,13 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import sys
 import time
 from pathlib import Path
 
 import numpy as np
 
-from experiments.bench_cohort import ROOT, measure
+from experiments.bench_cohort import ROOT, measure, protocol_rounds
 from experiments.run import parse_sets, read_run_config
 
 CONFIG = ROOT / "experiments" / "coda_ml1m.toml"
@@ -48,26 +47,7 @@ def child(mode: str, cohort: int, subset: int, sets: dict) -> None:
         flat.update({"devices-per-client": 1, "max-devices": subset})
     if mode == "cohort-subset":          # the per-device run's users, in cohorts
         flat.update({"max-devices": subset})
-    if mode == "plain":
-        from experiments.plain_loop import run_in_process
-
-        rounds = run_in_process(flat, ROOT / "runs" / "bench" / f"bench-coda-{mode}").strategy.log.records
-    else:
-        from flwr.client import ClientApp
-        from flwr.simulation import run_simulation
-
-        from experiments.client_app import make_client_fn
-        from experiments.server_app import make_server_app
-        from experiments.setup import effective_config, resolve
-        from fedrec.results import read_rounds
-
-        cfg, cls = resolve(effective_config({}, flat))
-        n = cls.prepare_data(cfg).n_devices
-        run_simulation(server_app=make_server_app(flat),
-                       client_app=ClientApp(client_fn=make_client_fn(flat)),
-                       num_supernodes=math.ceil(n / cfg.sim.devices_per_client),
-                       backend_config={"client_resources": {"num_cpus": 1}})
-        rounds = read_rounds(Path(cfg.output.output_dir) / f"bench-coda-{mode}")
+    rounds, _ = protocol_rounds(flat, plain=mode == "plain")
     r2 = rounds[1]
     print(json.dumps({"fit_s": r2["fit_wall_s"], "match_s": r2["match_wall_s"],
                       "devices": r2["devices_selected"], "test_gauc": r2["test_gauc"]}))

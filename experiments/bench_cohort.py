@@ -41,6 +41,34 @@ def measure(cmd: list[str]) -> tuple[dict, TreePeak]:
     return json.loads(out.strip().splitlines()[-1]), sampler.peak
 
 
+def protocol_rounds(flat: dict, plain: bool) -> tuple[list[dict], int]:
+    """Run the run config ``flat`` in the plain loop (``plain``) or a Flower simulation with
+    ``ceil(devices / devices-per-client)`` clients of one CPU each; -> (round records,
+    devices). The shared body of the protocol benchmarks (bench_dccl, bench_coda, bench_mcsf)."""
+    from experiments.setup import effective_config, resolve
+
+    cfg, cls = resolve(effective_config({}, flat))
+    run_dir = Path(cfg.output.output_dir) / str(flat["run-name"])
+    if plain:
+        from experiments.plain_loop import run_in_process
+
+        run = run_in_process(flat, run_dir)
+        return run.strategy.log.records, run.strategy.n_devices
+    from flwr.client import ClientApp
+    from flwr.simulation import run_simulation
+
+    from experiments.client_app import make_client_fn
+    from experiments.server_app import make_server_app
+    from fedrec.results import read_rounds
+
+    n = cls.prepare_data(cfg).n_devices
+    run_simulation(server_app=make_server_app(flat),
+                   client_app=ClientApp(client_fn=make_client_fn(flat)),
+                   num_supernodes=math.ceil(n / cfg.sim.devices_per_client),
+                   backend_config={"client_resources": {"num_cpus": 1}})
+    return read_rounds(run_dir), n
+
+
 def child(mode: str, dataset: str, cohort: int, subset: int) -> None:
     """Runs inside the subprocess; prints one JSON line."""
     import torch

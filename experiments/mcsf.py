@@ -154,13 +154,16 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--what", choices=sorted(SWEEPS), default="dim", help="sensitivity: the swept option")
     p.add_argument("--fast-epochs", type=int, default=20)
     p.add_argument("--fast-pretrain", type=int, default=5)
+    p.add_argument("--tune-table", action="store_true",
+                   help="the fast models train their own copy of the item table E")
     p.add_argument("--out", default="runs/mcsf")
     p.add_argument("--verbose", action="store_true")
     args = p.parse_args(argv)
     base = {**read_run_config(args.run_config), **parse_sets(args.set), "quiet": True}
     stem = Path(args.run_config).stem
     seeds = [int(s) for s in args.seeds.split(",") if s.strip()]
-    central = CentralOptions(fast_pretrain=args.fast_pretrain, fast_epochs=args.fast_epochs)
+    central = CentralOptions(fast_pretrain=args.fast_pretrain, fast_epochs=args.fast_epochs,
+                             tune_table=args.tune_table)
     out = Path(args.out) / stem / (args.experiment if args.experiment != "sensitivity"
                                    else f"sensitivity-{args.what}")
     out.mkdir(parents=True, exist_ok=True)

@@ -21,6 +21,7 @@ round is one pass of Algorithm 1:
 from __future__ import annotations
 
 import time
+from dataclasses import replace
 from typing import Any
 
 import numpy as np
@@ -46,8 +47,8 @@ from fedrec.errors import ConfigError
 from fedrec.mcsf.central import f2s_start, s2f_start, trainable
 from fedrec.mcsf.config import PREFIX, MCSFConfig
 from fedrec.mcsf.data import Events, windows
-from fedrec.mcsf.model import Params, Shape, init_fast, init_slow, s2f_features, slow_logits
-from fedrec.mcsf.train import SLOW_KEYS, adam_train, as_tensors, slow_fn
+from fedrec.mcsf.model import Params, Shape, init_fast, init_slow
+from fedrec.mcsf.train import adam_train, as_tensors, scores, slow_fn, with_s2f
 from fedrec.models.base import PAD
 from fedrec.payload import nbytes
 from fedrec.protocol import EVALUATE, FIT, Arrays, DeviceReply
@@ -225,41 +226,54 @@ class MCSF(DeviceStrategy):
         losses = self.train(trainable(self.slow), self.slow, slow_s, table, o.slow_epochs,
                             f"round {rnd} slow")
         self.facts["slow_loss"].append(losses[-1] if losses else float("nan"))
-        self.sent = {d: self.features(d, slow_s) for d in sorted(self.requests)}
+        self.sent = self.features(sorted(self.requests), slow_s)
         self.sent_round = rnd
         return {"loss": losses[-1] if losses else float("nan"), "devices": float(len(self.sent))}
 
     def request_events(self, d: int, events: np.ndarray, cand: np.ndarray) -> Events:
         """A device's requested events as the cloud sees them: its delayed click sequence
-        (the slow phase in the cloud's logs) and its latest memory at or before each."""
+        (the slow phase in the cloud's logs); ``mem`` = its latest upload at or before each
+        event (a row of its own stored memories)."""
         logs = self.cloud.logs
         lo, hi = np.searchsorted(logs.owner, [d, d + 1])
         pre = logs.item[lo:hi].astype(np.int64)
         n = len(events)
         pad = np.full((n, self.opt.fast_len), PAD, np.int64)
-        ev = Events(np.full(n, d, np.int64), events, windows(pre, np.minimum(events, len(pre)),
-                                                             self.opt.slow_len),
-                    pad, pad, np.full(n, -1, np.int64), cand, np.zeros(cand.shape, np.float32))
-        return ev
+        points, _ = self.memories[d]
+        mem = np.searchsorted(points, events, side="right") - 1
+        return Events(np.full(n, d, np.int64), events,
+                      windows(pre, np.minimum(events, len(pre)), self.opt.slow_len), pad, pad,
+                      mem.astype(np.int64), cand, np.zeros(cand.shape, np.float32))
 
     @torch.no_grad()
-    def features(self, d: int, slow_s: Shape) -> Arrays:
-        """r_c, r_e of the fit and test candidates (S2F), slow logits of the test candidates."""
-        fit_ev, fit_cand, eval_ev, eval_cand = self.requests[d]
-        out: Arrays = {}
-        for key, ev, cand in (("fit", fit_ev, fit_cand), ("eval", eval_ev, eval_cand)):
-            events = self.request_events(d, ev, cand)
-            points, vectors = self.memories[d]
-            j = np.searchsorted(points, ev, side="right") - 1
-            events = Events(**{**vars(events), "mem": j})
-            x = as_tensors(events, torch.from_numpy(vectors), self.opt.dim)
-            x = {k: x[k] for k in SLOW_KEYS}
+    def features(self, devices: list[int], slow_s: Shape) -> dict[int, Arrays]:
+        """Per device: r_c, r_e of its fit and test candidates (S2F) and the slow logits of
+        its test candidates, computed for every requesting device at once."""
+        out: dict[int, Arrays] = {d: {} for d in devices}
+        offsets = np.cumsum([0] + [len(self.memories[d][0]) for d in devices])
+        memory = torch.from_numpy(np.concatenate(
+            [np.zeros((0, self.opt.dim), np.float32)] + [self.memories[d][1] for d in devices]))
+        for key, ev_i, cand_i in (("fit", 0, 1), ("eval", 2, 3)):
+            parts = []
+            for i, d in enumerate(devices):
+                ev = self.request_events(d, self.requests[d][ev_i], self.requests[d][cand_i])
+                parts.append(replace(ev, mem=np.where(ev.mem >= 0, ev.mem + offsets[i], -1)))
+            if not parts:
+                continue
+            events = Events.concat(parts)
+            x = as_tensors(events, memory, self.opt.dim)
+            bounds = np.cumsum([0] + [len(p) for p in parts])
             if self.opt.s2f:
-                rc, re = s2f_features(self.slow, slow_s, x)
-                out[f"{key}_{RC}"] = rc.numpy()
-                out[f"{key}_{RE}"] = re.numpy()
-            if key == "eval":
-                out[SLOW] = slow_logits(self.slow, slow_s, x).numpy()
+                x = with_s2f(x, self.slow, slow_s)
+            slow = (scores(slow_fn(self.slow, slow_s, x), len(events)) if key == "eval"
+                    else None)
+            for i, d in enumerate(devices):
+                sl = slice(bounds[i], bounds[i + 1])
+                if self.opt.s2f:
+                    out[d][f"{key}_{RC}"] = x[RC][sl].numpy()
+                    out[d][f"{key}_{RE}"] = x[RE][sl].numpy()
+                if slow is not None:
+                    out[d][SLOW] = slow[sl]
         return out
 
     def phase_own(self, phase: Phase, rnd: int, device_ids: list[int]) -> dict[int, Arrays]:

@@ -54,11 +54,13 @@ Say = Callable[[str], None]
 
 @dataclass(frozen=True)
 class CentralOptions:
-    """Epochs of the centralised pipeline (the protocol options give the rest)."""
+    """Epochs of the centralised pipeline (the protocol options give the rest);
+    ``tune_table``: the fast models train their own copy of E (else E stays frozen)."""
 
     fast_pretrain: int = 5
     fast_epochs: int = 10
     seed: int = 0
+    tune_table: bool = False
     sasrec_blocks: int = 2
     sasrec_dropout: float = 0.2
 
@@ -178,9 +180,11 @@ class Pipeline:
         if needs_fast:
             tail_t = self.tensors(sp.tail)
             fast0 = init_fast(self.fast_s, c.seed)
+            if c.tune_table:
+                fast0["table"] = table.clone()
             self.train(list(fast0.values()), fast_fn(fast0, self.fast_s, tail_t, table),
                        tail_t["label"], c.fast_epochs, "fast pretrain")
-            memory = negative_memory(fast0, torch.from_numpy(sp.windows), table)
+            memory = negative_memory(fast0, torch.from_numpy(sp.windows), fast0.get("table", table))
             slow_m = self.tensors(sp.slow, memory)
             f2s = f2s_start(din0, fast0, self.f2s_s, c.seed)
             self.train(trainable(f2s), slow_fn(f2s, self.f2s_s, slow_m), slow_m["label"],

@@ -63,7 +63,8 @@ def slow_fn(p: Params, shape: Shape, t: Tensors) -> LogitsFn:
 
 
 def fast_fn(p: Params, shape: Shape, t: Tensors, table: torch.Tensor) -> LogitsFn:
-    return lambda idx: fast_logits(p, shape, rows(t, idx, FAST_KEYS), table)
+    """The fast model's logits; its own item table ``p["table"]`` where it tunes one."""
+    return lambda idx: fast_logits(p, shape, rows(t, idx, FAST_KEYS), p.get("table", table))
 
 
 def adam_train(params: Sequence[torch.Tensor], logits: LogitsFn, label: torch.Tensor, *,
