@@ -31,7 +31,8 @@ from fedrec.results import atomic_write, dumps
 METRICS = ("HR@1", "HR@5", "HR@10", "NDCG@5", "NDCG@10", "MRR")
 LABELS = {"sasrec": "SASRec", "din": "DIN", "mcsf-slow": "MC-SF slow", "neumf": "NeuMF",
           "gru4rec": "GRU4Rec", "din+neumf": "DIN+NeuMF", "din+gru4rec": "DIN+GRU4Rec",
-          "fast": "MC-SF fast w/o S2F", "mcsf-fast": "MC-SF fast"}
+          "fast": "MC-SF fast w/o S2F", "mcsf-fast": "MC-SF fast",
+          "fast-tuned": "MC-SF fast w/o S2F, tuned E", "mcsf-fast-tuned": "MC-SF fast, tuned E"}
 SWEEPS = {"dim": ("mcsf-dim", (4, 8, 16, 32, 64)),
           "l2": ("mcsf-l2", (1e-6, 1e-5, 1e-4, 1e-3, 1e-2))}
 
@@ -154,16 +155,13 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--what", choices=sorted(SWEEPS), default="dim", help="sensitivity: the swept option")
     p.add_argument("--fast-epochs", type=int, default=20)
     p.add_argument("--fast-pretrain", type=int, default=5)
-    p.add_argument("--tune-table", action="store_true",
-                   help="the fast models train their own copy of the item table E")
     p.add_argument("--out", default="runs/mcsf")
     p.add_argument("--verbose", action="store_true")
     args = p.parse_args(argv)
     base = {**read_run_config(args.run_config), **parse_sets(args.set), "quiet": True}
     stem = Path(args.run_config).stem
     seeds = [int(s) for s in args.seeds.split(",") if s.strip()]
-    central = CentralOptions(fast_pretrain=args.fast_pretrain, fast_epochs=args.fast_epochs,
-                             tune_table=args.tune_table)
+    central = CentralOptions(fast_pretrain=args.fast_pretrain, fast_epochs=args.fast_epochs)
     out = Path(args.out) / stem / (args.experiment if args.experiment != "sensitivity"
                                    else f"sensitivity-{args.what}")
     out.mkdir(parents=True, exist_ok=True)

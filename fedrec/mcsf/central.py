@@ -12,7 +12,8 @@ Every model is trained in its phase and scored on the same test events and candi
    it (its head starts as DIN's with zero weight on r_e, its GRU_n copy as the device's).
 5. Fast, ``fast_epochs`` on the fast phase from step 2: "fast" without S2F and "MC-SF fast"
    with the S2F features of the MC-SF slow model (its new weights start at zero, so it
-   starts as the independent fast model).
+   starts as the independent fast model). The ``-tuned`` variants train their own copy of E
+   (steps 2 and 5) instead of reading it frozen.
 Baselines (own embeddings): GRU4Rec and NeuMF (fast, trained like step 2 then 5), DIN+X
 (X plus a learnt weight times DIN's logit), SASRec (slow, the slow phase, as many epochs as
 DIN). Slow models read the slow phase's clicks only (even at test); fast models every click
@@ -48,19 +49,18 @@ from fedrec.views.config import DEVICE, PRE
 from fedrec.views.samples import SampleView
 
 SLOW_MODELS = ("sasrec", "din", "mcsf-slow")
-FAST_MODELS = ("neumf", "gru4rec", "din+neumf", "din+gru4rec", "fast", "mcsf-fast")
+FAST_MODELS = ("neumf", "gru4rec", "din+neumf", "din+gru4rec", "fast", "mcsf-fast", "fast-tuned",
+               "mcsf-fast-tuned")
 Say = Callable[[str], None]
 
 
 @dataclass(frozen=True)
 class CentralOptions:
-    """Epochs of the centralised pipeline (the protocol options give the rest);
-    ``tune_table``: the fast models train their own copy of E (else E stays frozen)."""
+    """Epochs of the centralised pipeline (the protocol options give the rest)."""
 
     fast_pretrain: int = 5
     fast_epochs: int = 10
     seed: int = 0
-    tune_table: bool = False
     sasrec_blocks: int = 2
     sasrec_dropout: float = 0.2
 
@@ -176,38 +176,48 @@ class Pipeline:
                    o.slow_epochs, "din")
         test0 = self.tensors(sp.test)
         ranks["din"] = test_ranks(slow_fn(din, self.din_s, test0), len(sp.test))
-        needs_fast = any(m in models for m in ("mcsf-slow", "fast", "mcsf-fast"))
-        if needs_fast:
-            tail_t = self.tensors(sp.tail)
-            fast0 = init_fast(self.fast_s, c.seed)
-            if c.tune_table:
-                fast0["table"] = table.clone()
-            self.train(list(fast0.values()), fast_fn(fast0, self.fast_s, tail_t, table),
-                       tail_t["label"], c.fast_epochs, "fast pretrain")
-            memory = negative_memory(fast0, torch.from_numpy(sp.windows), fast0.get("table", table))
-            slow_m = self.tensors(sp.slow, memory)
-            f2s = f2s_start(din0, fast0, self.f2s_s, c.seed)
-            self.train(trainable(f2s), slow_fn(f2s, self.f2s_s, slow_m), slow_m["label"],
-                       o.slow_epochs, "mcsf slow")
-            test_m = self.tensors(sp.test, memory)
-            ranks["mcsf-slow"] = test_ranks(slow_fn(f2s, self.f2s_s, test_m), len(sp.test))
-            fast_t = self.tensors(sp.fast, memory)
-            fast = {k: v.clone() for k, v in fast0.items()}
+        if not any(m in models for m in ("mcsf-slow", *FAST_MODELS[4:])):
+            self.baselines(models, din, ranks)
+            return {m: ranks[m] for m in models if m in ranks}
+        tail_t = self.tensors(sp.tail)
+        fast0 = self.pretrain_fast(tail_t, table, tune=False)
+        memory = negative_memory(fast0, torch.from_numpy(sp.windows), table)
+        slow_m = self.tensors(sp.slow, memory)
+        f2s = f2s_start(din0, fast0, self.f2s_s, c.seed)
+        self.train(trainable(f2s), slow_fn(f2s, self.f2s_s, slow_m), slow_m["label"],
+                   o.slow_epochs, "mcsf slow")
+        test_m = self.tensors(sp.test, memory)
+        ranks["mcsf-slow"] = test_ranks(slow_fn(f2s, self.f2s_s, test_m), len(sp.test))
+        fast_t = self.tensors(sp.fast, memory)
+        fast_s, test_s = with_s2f(fast_t, f2s, self.f2s_s), with_s2f(test_m, f2s, self.f2s_s)
+        for suffix in ("", "-tuned"):
+            if not {f"fast{suffix}", f"mcsf-fast{suffix}"} & set(models):
+                continue
+            start = fast0 if not suffix else self.pretrain_fast(tail_t, table, tune=True)
+            fast = {k: v.clone() for k, v in start.items()}
             self.train(list(fast.values()), fast_fn(fast, self.fast_s, fast_t, table),
-                       fast_t["label"], c.fast_epochs, "fast")
-            ranks["fast"] = test_ranks(fast_fn(fast, self.fast_s, test_m, table), len(sp.test))
-            if "mcsf-fast" in models:
-                s2f = s2f_start(fast0, self.s2f_s, c.seed)
-                fast_s = with_s2f(fast_t, f2s, self.f2s_s)
-                self.train(list(s2f.values()), fast_fn(s2f, self.s2f_s, fast_s, table),
-                           fast_s["label"], c.fast_epochs, "mcsf fast")
-                test_s = with_s2f(test_m, f2s, self.f2s_s)
-                ranks["mcsf-fast"] = test_ranks(fast_fn(s2f, self.s2f_s, test_s, table),
+                       fast_t["label"], c.fast_epochs, f"fast{suffix}")
+            ranks[f"fast{suffix}"] = test_ranks(fast_fn(fast, self.fast_s, test_m, table),
                                                 len(sp.test))
+            s2f = s2f_start(start, self.s2f_s, c.seed)
+            self.train(list(s2f.values()), fast_fn(s2f, self.s2f_s, fast_s, table),
+                       fast_s["label"], c.fast_epochs, f"mcsf fast{suffix}")
+            ranks[f"mcsf-fast{suffix}"] = test_ranks(fast_fn(s2f, self.s2f_s, test_s, table),
+                                                     len(sp.test))
         self.baselines(models, din, ranks)
         return {m: ranks[m] for m in models if m in ranks}
 
     # ------------------------------------------------------------------ baselines
+    def pretrain_fast(self, tail: Tensors, table: torch.Tensor, tune: bool) -> Params:
+        """The independent fast model on the slow phase's tail (``tune``: with its own copy
+        of E, trained; else E frozen)."""
+        fast0 = init_fast(self.fast_s, self.c.seed)
+        if tune:
+            fast0["table"] = table.clone()
+        self.train(list(fast0.values()), fast_fn(fast0, self.fast_s, tail, table),
+                   tail["label"], self.c.fast_epochs, f"fast pretrain{' (tuned E)' if tune else ''}")
+        return fast0
+
     def baselines(self, models: tuple[str, ...], din: Params, ranks: dict[str, np.ndarray]) -> None:
         o, c, sp = self.o, self.c, self.split
         if "sasrec" in models:
