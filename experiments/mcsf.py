@@ -175,8 +175,8 @@ def main(argv: list[str] | None = None) -> int:
                    ("Mobile side (fast protocol)", FAST_MODELS)]
                   if args.experiment == "tables" else [("Ablation", models)])
         md = table(stats, groups)
-        if args.experiment == "ablation":
-            bar_plot(stats, models, out / "ablation.png",
+        if {"din", "mcsf-slow", "mcsf-fast"} <= set(stats):
+            bar_plot(stats, ("din", "mcsf-slow", "mcsf-fast"), out / "ablation.png",
                      f"{stem}: DIN / w/ F2S (slow protocol) / w/ F2S and S2F (fast protocol)")
     else:
         key, values = SWEEPS[args.what]
