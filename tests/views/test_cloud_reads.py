@@ -20,6 +20,7 @@ from strategies.registry import STRATEGIES
 from tests.c3drec.cases import BASE as C3DREC_TINY
 from tests.c3drec.cases import one_round
 from tests.dccl.cases import TINY as DCCL_TINY
+from tests.mcsf.cases import TINY as MCSF_TINY
 
 TINY = {"dataset": "synthetic", "synthetic-size": "tiny", "simulate-dropouts": False,
         "num-rounds": 1, "quiet": True, "devices-per-client": 8, "eval-negatives": 5,
@@ -27,7 +28,8 @@ TINY = {"dataset": "synthetic", "synthetic-size": "tiny", "simulate-dropouts": F
 
 
 def flat(name: str) -> dict[str, Any]:
-    extra = C3DREC_TINY if name.startswith("c3drec") else DCCL_TINY if name == "dccl" else TINY
+    extra = (C3DREC_TINY if name.startswith("c3drec") else DCCL_TINY if name == "dccl"
+             else MCSF_TINY if name == "mcsf" else TINY)
     return effective_config({}, {**extra, "strategy": name})
 
 
