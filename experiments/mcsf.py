@@ -15,6 +15,7 @@ before the target.
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 import time
 from dataclasses import replace
@@ -33,6 +34,9 @@ LABELS = {"sasrec": "SASRec", "din": "DIN", "mcsf-slow": "MC-SF slow", "neumf": 
           "gru4rec": "GRU4Rec", "din+neumf": "DIN+NeuMF", "din+gru4rec": "DIN+GRU4Rec",
           "fast": "MC-SF fast w/o S2F", "mcsf-fast": "MC-SF fast",
           "fast-tuned": "MC-SF fast w/o S2F, tuned E", "mcsf-fast-tuned": "MC-SF fast, tuned E"}
+#: Fig. 4: DIN, w/ F2S (both the slow protocol), the fast model w/o and w/ S2F (fast protocol)
+ABLATION = ("din", "mcsf-slow", "fast", "mcsf-fast")
+ABLATION_TITLE = "DIN, w/ F2S (slow protocol) | fast w/o S2F, w/ S2F (fast protocol)"
 SWEEPS = {"dim": ("mcsf-dim", (4, 8, 16, 32, 64)),
           "l2": ("mcsf-l2", (1e-6, 1e-5, 1e-4, 1e-3, 1e-2))}
 
@@ -108,11 +112,11 @@ def bar_plot(stats: dict[str, dict[str, tuple[float, float]]], models: tuple[str
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, axes = plt.subplots(1, 2, figsize=(8, 3.2))
+    fig, axes = plt.subplots(1, 2, figsize=(9, 3.4))
     for ax, k in zip(axes, ("HR@5", "NDCG@5"), strict=True):
         vals = [stats[m][k][0] for m in models]
         errs = [stats[m][k][1] for m in models]
-        ax.bar(range(len(models)), vals, yerr=errs, color=["#999", "#69c", "#c63"][:len(models)])
+        ax.bar(range(len(models)), vals, yerr=errs, color=["#999", "#69c", "#dca", "#c63"][:len(models)])
         ax.set_xticks(range(len(models)), [LABELS.get(m, m) for m in models], rotation=15,
                       fontsize=8)
         ax.set_title(k)
@@ -144,11 +148,25 @@ def line_plot(xs: list[float], stats: list[dict[str, dict[str, tuple[float, floa
     plt.close(fig)
 
 
+def replot(path: Path) -> int:
+    """Draw the ablation figure of a saved tables/ablation run beside its results.json."""
+    saved = json.loads(path.read_text())
+    stats = mean_sd(saved["results"])
+    models = ABLATION
+    if not set(models) <= set(stats):
+        raise SystemExit(f"{path} has no {', '.join(models)} results to draw")
+    stem = path.parent.parent.name
+    bar_plot(stats, models, path.parent / "ablation.png", f"{stem}: {ABLATION_TITLE}")
+    log(f"wrote {path.parent / 'ablation.png'}")
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m experiments.mcsf", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("experiment", choices=["tables", "ablation", "sensitivity"])
-    p.add_argument("--run-config", required=True)
+    p.add_argument("experiment", choices=["tables", "ablation", "sensitivity", "plot"])
+    p.add_argument("--run-config", help="tables, ablation, sensitivity: the run config")
+    p.add_argument("--results", help="plot: a tables/ablation results.json to draw again")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE")
     p.add_argument("--seeds", default="0", help="comma-separated seeds (the paper: 3 runs)")
     p.add_argument("--models", default="", help="tables: comma-separated subset")
@@ -158,6 +176,10 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--out", default="runs/mcsf")
     p.add_argument("--verbose", action="store_true")
     args = p.parse_args(argv)
+    if args.experiment == "plot":
+        return replot(Path(args.results))
+    if not args.run_config:
+        p.error("--run-config is required")
     base = {**read_run_config(args.run_config), **parse_sets(args.set), "quiet": True}
     stem = Path(args.run_config).stem
     seeds = [int(s) for s in args.seeds.split(",") if s.strip()]
@@ -168,16 +190,15 @@ def main(argv: list[str] | None = None) -> int:
     command = "python -m experiments.mcsf " + " ".join(argv or sys.argv[1:])
     if args.experiment in ("tables", "ablation"):
         models = (tuple(args.models.split(",")) if args.models else SLOW_MODELS + FAST_MODELS) \
-            if args.experiment == "tables" else ("din", "mcsf-slow", "mcsf-fast")
+            if args.experiment == "tables" else ABLATION
         results, facts = seeds_run(base, models, central, seeds, args.verbose)
         stats = mean_sd(results)
         groups = ([("Cloud side (slow protocol)", SLOW_MODELS),
                    ("Mobile side (fast protocol)", FAST_MODELS)]
                   if args.experiment == "tables" else [("Ablation", models)])
         md = table(stats, groups)
-        if {"din", "mcsf-slow", "mcsf-fast"} <= set(stats):
-            bar_plot(stats, ("din", "mcsf-slow", "mcsf-fast"), out / "ablation.png",
-                     f"{stem}: DIN / w/ F2S (slow protocol) / w/ F2S and S2F (fast protocol)")
+        if set(ABLATION) <= set(stats):
+            bar_plot(stats, ABLATION, out / "ablation.png", f"{stem}: {ABLATION_TITLE}")
     else:
         key, values = SWEEPS[args.what]
         results, facts, per_value = [], [], []
