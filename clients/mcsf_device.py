@@ -30,7 +30,7 @@ from fedrec.coda.train import schedule
 from fedrec.config import RunConfig, protocol_options
 from fedrec.dccl.central import ranks_summary
 from fedrec.mcsf.config import MCSFConfig
-from fedrec.mcsf.data import Events, held_out_events, memory_points, training_events
+from fedrec.mcsf.data import Events, held_out_events, items_read, memory_points, training_events
 from fedrec.mcsf.model import Params, Shape, negative_memory
 from fedrec.mcsf.train import (
     FAST_KEYS,
@@ -160,7 +160,9 @@ class MCSFDevice(DeviceLogic):
                       EVAL_EVENTS: test.event.astype(np.int32),
                       EVAL_CAND: test.cand.astype(np.int32)}
             lo += len(m.point)
+            rows_read = len(np.union1d(items_read(fit, m), items_read(test)))
             replies.append(DeviceReply(device_id=t.device_id, upload=upload,
+                                       metrics={"table_rows_read": float(rows_read)},
                                        flops=float(6 * o.dim * 3 * o.dim * o.fast_len * len(m.point))))
         return replies
 

@@ -202,7 +202,9 @@ class MCSF(DeviceStrategy):
             self.requests[r.device_id] = tuple(np.asarray(u[k], np.int64) for k in
                                                (FIT_EVENTS, FIT_CAND, EVAL_EVENTS, EVAL_CAND))
         pts = [len(r.upload[MEM_POINT]) for r in replies]
-        return {"memories_mean": float(np.mean(pts)) if pts else 0.0}
+        rows = [r.metrics.get("table_rows_read", 0.0) for r in replies]
+        return {"memories_mean": float(np.mean(pts)) if pts else 0.0,
+                "table_rows_read_mean": float(np.mean(rows)) if rows else 0.0}
 
     def memory_table(self, events: Events) -> tuple[np.ndarray, torch.Tensor]:
         """Each event's row in a table of every stored memory (-1: none at or before it)."""
