@@ -67,8 +67,8 @@ def encode(x: np.ndarray, kind: str = "auto",
     """Encode ``x`` (float32) keeping the entries where ``keep`` (default ``x != 0``)."""
     x = np.ascontiguousarray(x, dtype=np.float32)
     if kind == "auto":
-        sizes = {k: raw_nbytes(encode(x, k, keep)) for k in KINDS}
-        kind = min(KINDS, key=lambda k: sizes[k])                   # ties: first in KINDS
+        nnz = int(np.count_nonzero(x if keep is None else np.asarray(keep, bool)))
+        kind = smallest_kind(x.shape, nnz)
     if kind == "dense":
         return {"val": x}
     if kind not in KINDS:
@@ -85,6 +85,61 @@ def encode(x: np.ndarray, kind: str = "auto",
         return {"shape": shape, "cnt": k2.sum(axis=1).astype(t),
                 "col": np.nonzero(k2)[1].astype(t), "val": val}
     return {"shape": shape, "bits": np.packbits(k2, axis=1).ravel(), "val": val}
+
+
+def _grid(shape: tuple[int, ...]) -> tuple[int, int]:
+    """The 2-D view ``[rows, cols]`` the encodings use."""
+    rows = shape[0] if shape else 1
+    return rows, int(np.prod(shape[1:], dtype=np.int64)) if len(shape) > 1 else 1
+
+
+def encoded_nbytes(shape: tuple[int, ...], nnz: int, kind: str) -> int:
+    """``raw_nbytes(encode(x, kind))`` for a tensor of ``shape`` with ``nnz`` kept entries."""
+    rows, cols = _grid(shape)
+    head = 8 * len(shape)                                           # the int64 shape array
+    if kind == "dense":
+        return 4 * rows * cols
+    if kind == "coo":
+        return head + 8 * nnz
+    if kind == "csr":
+        b = np.dtype(_uint_for(cols)).itemsize
+        return head + b * rows + (b + 4) * nnz
+    return head + rows * -(-cols // 8) + 4 * nnz
+
+
+def smallest_kind(shape: tuple[int, ...], nnz: int) -> str:
+    """``auto``'s choice: the smallest encoding (ties: first in KINDS)."""
+    return min(KINDS, key=lambda k: encoded_nbytes(shape, nnz, k))
+
+
+def encode_rows(shape: tuple[int, ...], rows: np.ndarray, values: np.ndarray,
+                kind: str = "auto") -> dict[str, np.ndarray]:
+    """``encode(x, kind)`` of the tensor ``x`` of ``shape`` that is zero but in the sorted,
+    distinct ``rows`` [R], where it holds ``values`` [R, ...]; without building ``x``."""
+    n_rows, cols = _grid(shape)
+    v2 = np.ascontiguousarray(values, np.float32).reshape(len(rows), cols)  # [R, C]
+    k2 = v2 != 0
+    if kind == "auto":
+        kind = smallest_kind(shape, int(k2.sum()))
+    if kind == "dense":
+        x = np.zeros((n_rows, cols), np.float32)
+        x[rows] = v2
+        return {"val": x.reshape(shape)}
+    if kind not in KINDS:
+        raise ConfigError(f"unknown encoding {kind!r}; use one of {', '.join(KINDS)} or auto")
+    head = np.asarray(shape, dtype=np.int64)
+    val = v2[k2]
+    if kind == "coo":
+        flat = np.asarray(rows, np.int64)[:, None] * cols + np.arange(cols)
+        return {"shape": head, "idx": flat[k2].astype(np.uint32), "val": val}
+    if kind == "csr":
+        t = _uint_for(cols)
+        cnt: np.ndarray = np.zeros(n_rows, t)
+        cnt[rows] = k2.sum(axis=1)
+        return {"shape": head, "cnt": cnt, "col": np.nonzero(k2)[1].astype(t), "val": val}
+    bits = np.zeros((n_rows, -(-cols // 8)), np.uint8)
+    bits[rows] = np.packbits(k2, axis=1)
+    return {"shape": head, "bits": bits.ravel(), "val": val}
 
 
 def decode(arrays: Mapping[str, np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
@@ -128,10 +183,14 @@ def encode_tensors(tensors: Mapping[str, np.ndarray], kind: str = "auto",
     """Encode several named tensors into one flat payload dict (``prefix + name~kind~field``)."""
     out: dict[str, np.ndarray] = {}
     for name, x in tensors.items():
-        enc = encode(x, kind, None if keep is None else keep.get(name))
-        k = kind_of(enc)
-        out.update({f"{prefix}{name}{SEP}{k}{SEP}{f}": a for f, a in enc.items()})
+        out.update(named(name, encode(x, kind, None if keep is None else keep.get(name)), prefix))
     return out
+
+
+def named(name: str, enc: Mapping[str, np.ndarray], prefix: str = "") -> dict[str, np.ndarray]:
+    """One tensor's encoding as payload keys ``prefix + name~kind~field``."""
+    k = kind_of(enc)
+    return {f"{prefix}{name}{SEP}{k}{SEP}{f}": a for f, a in enc.items()}
 
 
 def decode_tensors(arrays: Mapping[str, np.ndarray], prefix: str = ""

@@ -11,7 +11,9 @@ from fedrec.c3drec.sparsify import (
     decode,
     decode_tensors,
     encode,
+    encode_rows,
     encode_tensors,
+    encoded_nbytes,
     kind_of,
     raw_nbytes,
     sparsity,
@@ -87,3 +89,31 @@ def test_named_tensors_round_trip_and_ignore_other_keys() -> None:
     for n, t in tensors.items():
         np.testing.assert_array_equal(got[n], t)
     assert masks["gru.weight_ih_l0"].sum() == 3
+
+
+@pytest.mark.parametrize("shape", [(3, 4), (7,), (5, 2, 3), (4, 17), (2, 300)])
+def test_encoded_nbytes_is_the_size_of_each_encoding(shape: tuple[int, ...]) -> None:
+    rng = np.random.default_rng(len(shape))
+    x = (rng.standard_normal(shape) * (rng.random(shape) < 0.3)).astype(np.float32)
+    for kind in KINDS:
+        assert encoded_nbytes(shape, int((x != 0).sum()), kind) == raw_nbytes(encode(x, kind))
+
+
+@pytest.mark.parametrize("kind", [*KINDS, "auto"])
+@pytest.mark.parametrize("density", [0.05, 0.5, 1.0])
+def test_encode_rows_equals_encoding_the_full_tensor(kind: str, density: float) -> None:
+    """A device's delta of an item table: nonzero only in its own rows, some of them zero."""
+    rng = np.random.default_rng(3)
+    rows = np.array([1, 4, 5, 9])
+    vals = (rng.standard_normal((4, 6)) * (rng.random((4, 6)) < density)).astype(np.float32)
+    vals[2] = 0.0                                                      # a row that did not move
+    full = np.zeros((12, 6), np.float32)
+    full[rows] = vals
+    got, want = encode_rows(full.shape, rows, vals, kind), encode(full, kind)
+    assert got.keys() == want.keys()
+    for k in want:
+        assert got[k].dtype == want[k].dtype
+        np.testing.assert_array_equal(got[k], want[k])
+    np.testing.assert_array_equal(decode(got)[0], full)
+    empty = encode_rows((12, 6), np.zeros(0, np.int64), np.zeros((0, 6), np.float32), kind)
+    assert empty.keys() == encode(np.zeros((12, 6), np.float32), kind).keys()
