@@ -17,6 +17,10 @@ Fit (one round of personal training):
 Evaluate: compare the lists with the held-out clicks (Recall@K, MRR@K over the candidate
 set; "all_" keys: the personal model over all items, computed on the device). Only these
 scalars leave the device, as the simulation's measurement.
+
+A cohort's fit (``run_many``) is one batched computation over per-device parameter copies
+(``fedrec.c3drec.personalise``); ``fit`` is the per-device reference it equals up to float
+rounding (tests/c3drec/test_batched.py).
 """
 
 from __future__ import annotations
@@ -29,7 +33,9 @@ import torch
 
 from clients.device import DeviceLogic
 from fedrec.c3drec import costs
+from fedrec.c3drec.cohort import DeviceInput
 from fedrec.c3drec.config import C3DRecConfig
+from fedrec.c3drec.personalise import personalise_many
 from fedrec.c3drec.pipeline import (
     OUT,
     device_topk,
@@ -40,13 +46,13 @@ from fedrec.c3drec.pipeline import (
     personal_state,
     read_model,
 )
+from fedrec.c3drec.rank_many import DeviceRanking
 from fedrec.c3drec.sparsify import decode_tensors, encode_tensors
-from fedrec.c3drec.timeline import DeviceTimeline
 from fedrec.c3drec.train import next_click_events
 from fedrec.config import protocol_options
 from fedrec.errors import ConfigError
 from fedrec.models.gru4rec import GRU4Rec
-from fedrec.protocol import Arrays, DeviceReply, DeviceTask
+from fedrec.protocol import FIT, Arrays, DeviceReply, DeviceTask
 
 UEMB = "uemb"        # push upload: the sparsified user embeddings [E, H]
 CAND = "cand"        # pull download: candidate item ids [C]
@@ -79,15 +85,18 @@ class C3DRecDevice(DeviceLogic):
         self.c3 = protocol_options(cfg, C3DRecConfig)
         self._model: GRU4Rec | None = None
         self._decoded: tuple[int, Arrays, dict[str, np.ndarray]] | None = None
+        self._dens: dict[str, float] = {}   # kept share per pruned tensor, of _decoded
 
     def global_model(self, broadcast: Arrays) -> tuple[Arrays, dict[str, np.ndarray]]:
         """Decoded global arrays and masks, cached by the model's fingerprint."""
         key = int(broadcast["model_id"][0])
         if self._decoded is None or self._decoded[0] != key:
             self._decoded = (key, *read_model(broadcast))
+            self._dens = {n: float(m.mean()) for n, m in self._decoded[2].items()}
         return self._decoded[1], self._decoded[2]
 
     def fit(self, task: DeviceTask) -> DeviceReply:
+        """One device, one model at a time: the reference ``fit_many`` is tested against."""
         torch.set_num_threads(1)
         arrays, masks = self.global_model(task.broadcast)
         gamma = float(task.broadcast["gamma"][0])
@@ -97,36 +106,74 @@ class C3DRecDevice(DeviceLogic):
         res = finetune(model, data.train, self.c3, self.mode, gamma, masks, task.rng,
                        self.cfg.train.local_epochs)
         state = personal_state(model, arrays, self.c3)
-        upload, n_cand = self.recommend(model, data, gamma, task.own, state)
-        dens = {n: float(m.mean()) for n, m in masks.items()}
-        n_items, E, H = arrays[OUT].shape[0], self.c3.embedding_dim, self.c3.hidden_dim
-        n_test = len(next_click_events(data.test, 1)[1])
+        cand, cand_emb = self.candidates(task)
+        spec = self.c3.sparse(self.mode, gamma)
+        rec = device_topk(model, data.test, self.c3, spec,
+                          np.zeros(0, np.int64) if cand is None else cand, cand_emb,
+                          own_items(data.train, self.c3) if cand is not None else None)
+        ranking = DeviceRanking(rec["targets"], rec["user_emb"],
+                                None if cand is None else rec["topk"], rec["topk_all"])
+        upload = self.keep(ranking, state)
+        return self.reply(task, res.loss, res.events, ranking, state, upload,
+                          arrays[OUT].shape[0])
+
+    def run_many(self, tasks: list[DeviceTask]) -> list[DeviceReply]:
+        """A cohort's fit as one batched computation (``fit_many``); other phases per device."""
+        if {t.kind for t in tasks} == {FIT}:
+            return self.fit_many(tasks)
+        return super().run_many(tasks)
+
+    def fit_many(self, tasks: list[DeviceTask]) -> list[DeviceReply]:
+        """``fit`` of every task, fine-tuned and ranked together
+        (``fedrec.c3drec.personalise``); the same replies up to float rounding."""
+        torch.set_num_threads(1)
+        if len({int(t.broadcast["model_id"][0]) for t in tasks}) > 1:
+            raise ValueError("a C3DRec cohort must share one downloaded model")
+        arrays, masks = self.global_model(tasks[0].broadcast)
+        gamma = float(tasks[0].broadcast["gamma"][0])
+        data = [self.fed.device(t.device_id) for t in tasks]
+        inputs = [DeviceInput(d.train, d.test, t.state, t.rng, *self.candidates(t))
+                  for t, d in zip(tasks, data, strict=True)]
+        found = personalise_many(arrays, masks, self.c3, self.mode, gamma,
+                                 self.cfg.train.local_epochs, inputs)
+        replies, n_items = [], arrays[OUT].shape[0]
+        for t, o in zip(tasks, found, strict=True):
+            upload = self.keep(o.ranking, o.state)
+            replies.append(self.reply(t, o.loss, o.events, o.ranking, o.state, upload, n_items))
+        return replies
+
+    def candidates(self, task: DeviceTask) -> tuple[np.ndarray | None, np.ndarray | None]:
+        """Pull: the downloaded candidate ids [C] and their item embeddings [C, H]."""
+        if self.mode != "pull":
+            return None, None
+        emb, _ = decode_tensors(task.own, "")
+        return task.own[CAND].astype(np.int64), emb.get(CAND_EMB)
+
+    def keep(self, r: DeviceRanking, state: Arrays) -> Arrays:
+        """Mode-specific step 4 (module docstring): fills ``state``, returns the upload."""
+        if r.topk is not None:                                   # pull
+            state[TOPK] = r.topk.astype(np.int32)
+            state[TOPK_ALL] = r.topk_all.astype(np.int32)
+            return {}
+        state[TOPK_ALL] = r.topk_all.astype(np.int32)
+        if len(r.targets) == 0:
+            return {}
+        return encode_tensors({UEMB: r.user_emb}, self.c3.encoding)
+
+    def reply(self, task: DeviceTask, loss: float, events: int, r: DeviceRanking,
+              state: Arrays, upload: Arrays, n_items: int) -> DeviceReply:
+        """The fit reply: state, upload, loss and the simulated costs."""
+        n_cand = len(task.own[CAND]) if self.mode == "pull" else 0
+        dens, E, H = self._dens, self.c3.embedding_dim, self.c3.hidden_dim
+        n_test = len(r.targets)
         return DeviceReply(
             device_id=task.device_id, upload=upload, state=state,
-            metrics={"loss": res.loss} if res.events else {}, num_examples=res.events,
-            flops=costs.train_flops(res.events, n_items, E, H, dens)
+            metrics={"loss": loss} if events else {}, num_examples=events,
+            flops=costs.train_flops(events, n_items, E, H, dens)
             + costs.rank_flops(n_test, n_cand, E, H, dens),
             peak_mem_bytes=costs.train_memory_bytes(n_items, E, H, self.c3.device_batch, n_cand,
                                                    self.c3.device_items),
         )
-
-    def recommend(self, model: GRU4Rec, data: DeviceTimeline, gamma: float, own: Arrays,
-                  state: Arrays) -> tuple[Arrays, int]:
-        """Mode-specific step 4 (module docstring); fills ``state``, returns (upload, #scored)."""
-        spec, test = self.c3.sparse(self.mode, gamma), data.test
-        if self.mode == "pull":
-            cand = own[CAND].astype(np.int64)
-            emb, _ = decode_tensors(own, "")
-            rec = device_topk(model, test, self.c3, spec, cand, emb.get(CAND_EMB),
-                              own_items(data.train, self.c3))
-            state[TOPK] = rec["topk"].astype(np.int32)
-            state[TOPK_ALL] = rec["topk_all"].astype(np.int32)
-            return {}, len(cand)
-        rec = device_topk(model, test, self.c3, spec, np.zeros(0, np.int64))
-        state[TOPK_ALL] = rec["topk_all"].astype(np.int32)
-        if len(rec["targets"]) == 0:
-            return {}, 0
-        return encode_tensors({UEMB: rec["user_emb"]}, self.c3.encoding), 0
 
     def evaluate(self, task: DeviceTask) -> DeviceReply:
         data = self.fed.device(task.device_id)
