@@ -98,7 +98,7 @@ def adam_train(params: Sequence[torch.Tensor], logits: LogitsFn, label: torch.Te
 
 
 @torch.no_grad()
-def scores(logits: LogitsFn, n: int, chunk: int = 256) -> np.ndarray:
+def scores(logits: LogitsFn, n: int, chunk: int = 64) -> np.ndarray:
     """Logits of every event's candidates, in chunks. -> float32 [n, C]"""
     out = [logits(torch.arange(lo, min(lo + chunk, n))) for lo in range(0, n, chunk)]
     return torch.cat(out).numpy() if out else np.zeros((0, 0), np.float32)
