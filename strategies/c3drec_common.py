@@ -54,7 +54,7 @@ class C3DRecBase(DeviceStrategy):
     options = C3DRecConfig
     prefix = PREFIX
     #: pre-trained before round 1, deterministically: rebuilt on resume, not checkpointed
-    rebuilt = frozenset({"gm", "cands", "global_arrays", "c3"})
+    rebuilt = frozenset({"gm", "cands", "global_arrays", "c3", "items"})
 
     def __init__(self, *, cfg: RunConfig, fed: TimelineData, recorder: RunRecorder) -> None:
         self.c3 = protocol_options(cfg, C3DRecConfig)
@@ -73,6 +73,7 @@ class C3DRecBase(DeviceStrategy):
         self.gm: GlobalModel = pretrain_global(self.cloud.cloud_pre.all(), self.cloud.n_items,
                                                self.c3, self.mode, self.cfg.train.seed)
         self.cands = candidates(self.cloud, self.c3)
+        self.items = item_table(self.gm)         # as served; every pull download takes rows
         payload = model_payload(self.gm, self.c3.encoding)
         payload["gamma"] = np.array([self.gm.gamma])
         payload["model_id"] = np.array([fingerprint(payload)], dtype=np.int64)
@@ -85,7 +86,7 @@ class C3DRecBase(DeviceStrategy):
     def candidate_payload(self, d: int) -> Arrays:
         """Pull download of device ``d``: candidate ids and their served item embeddings."""
         cand = self.cands[d]
-        emb = item_table(self.gm)[cand]
+        emb = self.items[cand]
         return {CAND: cand.astype(np.int32), **encode_tensors({CAND_EMB: emb}, self.c3.encoding)}
 
     def write_cloud_facts(self, payload: Arrays) -> None:
@@ -99,7 +100,7 @@ class C3DRecBase(DeviceStrategy):
             "mode": self.mode, "train_loss": g.loss, "train_events": g.events,
             "train_seconds": g.seconds, "gamma": g.gamma,
             "model_sparsity": {n: 1.0 - float(m.mean()) for n, m in g.masks.items()},
-            "item_embedding_sparsity": sparsity(item_table(g)),
+            "item_embedding_sparsity": sparsity(self.items),
             "model_bytes_wire": nbytes(payload), "model_bytes_by_encoding": sizes,
             "candidates_mean": float(np.mean([len(c) for c in self.cands])),
             "n_devices": self.cloud.n_devices, "n_items": self.cloud.n_items,
