@@ -11,8 +11,9 @@ starting Ray's workers):
   per-device     Flower simulation, devices-per-client = 1, the first --per-device-subset
                  users (extrapolated linearly per device to the cohort run's devices);
   cohort-subset  the same users as per-device, in cohorts (the like-for-like ratio).
-Reported per phase of round 2: the upload (F2S), the slow step (cloud), the fast fit
-(devices), the evaluation; peak memory of the whole process tree (Ray included).
+Reported per phase of round 2 (messages out to replies combined): the upload (F2S), the slow
+step (cloud), the fast fit (devices), the evaluation; peak memory of the whole process tree
+(Ray included). The ratios compare the fit phase.
 JSON in --out (default runs/bench_mcsf.json).
 """
 
@@ -27,8 +28,8 @@ from experiments.bench_cohort import ROOT, measure, protocol_rounds
 from experiments.run import parse_sets, read_run_config
 
 CONFIG = ROOT / "experiments" / "mcsf_ml1m.toml"
-PHASES = {"upload_s": "f2s_wall_s", "slow_s": "slow_wall_s", "fit_s": "fit_wall_s",
-          "eval_s": "evaluate_wall_s"}
+PHASES = {"upload_s": "f2s_phase_wall_s", "slow_s": "slow_wall_s", "fit_s": "fit_phase_wall_s",
+          "eval_s": "evaluate_phase_wall_s", "round_s": "round_wall_s"}
 
 
 def child(mode: str, cohort: int, subset: int, sets: dict) -> None:

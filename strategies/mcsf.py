@@ -101,6 +101,7 @@ class MCSF(DeviceStrategy):
     options = MCSFConfig
     prefix = PREFIX
     rebuilt = frozenset({"opt", "events"})
+    transient = DeviceStrategy.transient | {"_phase_t0"}
 
     def __init__(self, *, cfg: RunConfig, fed: SampleView, recorder: Any) -> None:
         self.opt = protocol_options(cfg, MCSFConfig)
@@ -192,6 +193,17 @@ class MCSF(DeviceStrategy):
         ids = set(self.select_fit_devices(rnd)) | (
             set(self.select_eval_devices(rnd)) if evaluating else set())
         return sorted(ids)
+
+    def phase_messages(self, phase: Phase, rnd: int, slots: list[str]) -> list[tuple[str, Any]]:
+        self._phase_t0 = time.monotonic()
+        return super().phase_messages(phase, rnd, slots)
+
+    def phase_results(self, phase: Phase, rnd: int, results: Any, failures: list) -> dict[str, float]:
+        """The base's, plus the phase's wall time (messages out to replies combined) as
+        ``<phase>_phase_wall_s`` (bench_mcsf reads it)."""
+        metrics = super().phase_results(phase, rnd, results, failures)
+        self.log.update({f"{phase.name}_phase_wall_s": time.monotonic() - self._phase_t0})
+        return metrics
 
     def on_phase(self, phase: Phase, rnd: int, replies: list[DeviceReply]) -> dict[str, float]:
         """Keep each device's negative memory and requests (its last upload counts)."""
