@@ -11,13 +11,16 @@ loss, gradients and updates read only row i, so it ends where ``train`` leaves i
 
 What ``train`` does on a device, and how it is kept here:
 
-* trainable: input table, GRU and (``own_out``) the output rows of the device's clicked
-  items; other output rows get no gradient (``train``'s own-rows mask);
-* pruned weights (``masks``) take no gradient and are put back to zero after each step;
+* trainable: input table, GRU and (``Cohort.learns``) the output rows of the device's
+  clicked items; other output rows get no gradient (``train``'s own-rows mask);
+* pruned weights (``masks``) take no gradient and stay zero;
 * pull mode: the output table passes the sparse layer (|v| > gamma) and, with trainable
   rows, the L1 of the whole thresholded table (mean over items) joins the loss; push mode:
   the GRU state passes it and its L1 (mean over targets) joins the loss;
 * Adagrad (lr, eps = 1e-10, no decay) with an accumulator per device and parameter.
+
+The GRU and the full softmax run in hand-written kernels (``fedrec.c3drec.batched_ops``);
+autograd joins them (item-row gathers, own-row scores, sparse layers, L1 terms).
 
 Shapes as in ``fedrec.c3drec.cohort``; I items, E item embedding, H hidden.
 """

@@ -186,9 +186,9 @@ def histories(events: Sequence[np.ndarray], rows: Sequence[np.ndarray],
     for i, h in enumerate(events):
         n = (h >= 0).sum(axis=1)                                      # PAD = -1 on the left
         length[i, :len(h)] = n
-        for k in range(h.shape[1]):                                   # right-align each row
-            rows_k = n > k
-            items[i, np.flatnonzero(rows_k), k] = h[rows_k, h.shape[1] - n[rows_k] + k]
+        width = h.shape[1]                                            # right-align each row
+        shift = (np.arange(width)[None, :] + (width - n)[:, None]) % width
+        items[i, :len(h), :width] = np.take_along_axis(h, shift, axis=1)
     real = np.arange(n_l)[None, None, :] < length[:, :, None]
     owner = np.broadcast_to(np.arange(len(events))[:, None, None], items.shape)
     local = local_ids(items.ravel(), owner.ravel(), rows, n_items).reshape(items.shape)
