@@ -101,7 +101,9 @@ class MCSF(DeviceStrategy):
     options = MCSFConfig
     prefix = PREFIX
     rebuilt = frozenset({"opt", "events"})
-    transient = DeviceStrategy.transient | {"_phase_t0"}
+    #: what the slow step sends this round (S2F features: ~133 KB per device, 0.8 GB on
+    #: ML-1M) is recomputed every round: never checkpointed
+    transient = DeviceStrategy.transient | {"_phase_t0", "sent", "sent_round"}
 
     def __init__(self, *, cfg: RunConfig, fed: SampleView, recorder: Any) -> None:
         self.opt = protocol_options(cfg, MCSFConfig)
