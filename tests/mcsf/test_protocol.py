@@ -83,7 +83,7 @@ def test_payload_audit_what_goes_up_and_down(run):
 
 
 def test_the_round_records_and_summary(run):
-    result, run_dir = run
+    _, run_dir = run
     recs = read_rounds(run_dir)
     assert len(recs) == 2 and read_summary(run_dir)["status"] == "finished"
     for r in recs:
