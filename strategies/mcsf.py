@@ -79,9 +79,10 @@ def cloud_events(owner: np.ndarray, item: np.ndarray, n_devices: int, n_items: i
     rows = np.flatnonzero(keep)
     neg = draw_excluding(row_keys(seed, CLOUD_NEGATIVE_STREAM, owner[rows], pos[rows]),
                          owner[rows], k, seen)
-    slow = np.concatenate([windows(item[indptr[d]:indptr[d + 1]].astype(np.int64),
-                                   pos[rows][owner[rows] == d], o.slow_len)
-                           for d in range(n_devices)]) if len(rows) else np.zeros((0, o.slow_len), np.int64)
+    kept = np.searchsorted(owner[rows], np.arange(n_devices + 1))           # rows per device
+    slow = np.concatenate([np.zeros((0, o.slow_len), np.int64)] + [
+        windows(item[indptr[d]:indptr[d + 1]].astype(np.int64),
+                pos[rows[kept[d]:kept[d + 1]]], o.slow_len) for d in range(n_devices)])
     cand = np.column_stack([item[rows], neg]).astype(np.int64)
     label = np.zeros(cand.shape, np.float32)
     label[:, 0] = 1.0
@@ -224,8 +225,9 @@ class MCSF(DeviceStrategy):
         """Each event's row in a table of every stored memory (-1: none at or before it)."""
         mem = np.full(len(events), -1, np.int64)
         table, offset = [np.zeros((0, self.opt.dim), np.float32)], 0
+        bounds = np.searchsorted(events.owner, np.arange(self.n_devices + 1))  # grouped by owner
         for d, (points, vectors) in sorted(self.memories.items()):
-            sel = np.flatnonzero(events.owner == d)
+            sel = np.arange(bounds[d], bounds[d + 1])
             if len(sel):
                 j = np.searchsorted(points, events.event[sel], side="right") - 1
                 mem[sel] = np.where(j >= 0, j + offset, -1)

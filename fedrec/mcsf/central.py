@@ -147,6 +147,8 @@ class Pipeline:
         self.view, self.o, self.c, self.say = view, o, c, say
         self.split = gather(view, o, c.fast_pretrain)
         self.din_s, self.f2s_s, self.fast_s, self.s2f_s = shapes(o, view.n_items)
+        #: DIN's logits per event set ("tail", "fast", "test") of this run's DIN
+        self._din_logits: dict[str, torch.Tensor] = {}
         self.facts: dict[str, float] = {
             "slow_events": len(self.split.slow), "fast_events": len(self.split.fast),
             "tail_events": len(self.split.tail), "test_events": len(self.split.test),
@@ -165,6 +167,7 @@ class Pipeline:
     def run(self, models: tuple[str, ...]) -> dict[str, np.ndarray]:
         o, c, sp = self.o, self.c, self.split
         torch.manual_seed(c.seed)
+        self._din_logits = {}            # each run trains its own DIN
         ranks: dict[str, np.ndarray] = {}
         slow_t = self.tensors(sp.slow)
         din0 = init_slow(self.din_s, c.seed)
@@ -252,11 +255,8 @@ class Pipeline:
                           mlp_layers=(2 * o.dim, o.dim, max(o.dim // 2, 1)), seed=c.seed)
         ab = torch.zeros(2)
 
-        def logits_of(t: Tensors) -> Callable[[torch.Tensor], torch.Tensor]:
-            din_logits = None
-            if din is not None:
-                din_logits = torch.from_numpy(
-                    scores(slow_fn(din, self.din_s, t), len(t["cand"])))
+        def logits_of(t: Tensors, part: str) -> Callable[[torch.Tensor], torch.Tensor]:
+            din_logits = None if din is None else self.din_logits(din, t, part)
 
             def fn(idx: torch.Tensor) -> torch.Tensor:
                 batch = (Batch(history=t["clicks"][idx]) if name == "gru4rec"
@@ -266,9 +266,16 @@ class Pipeline:
             return fn
 
         params = [*model.parameters(), *([ab] if din is not None else [])]
-        for events, what in ((sp.tail, "pretrain"), (sp.fast, "fast phase")):
+        for events, part, what in ((sp.tail, "tail", "pretrain"), (sp.fast, "fast", "fast phase")):
             t = self.tensors(events)
-            self.train(params, logits_of(t), t["label"], c.fast_epochs,
+            self.train(params, logits_of(t, part), t["label"], c.fast_epochs,
                        f"{'din+' if din is not None else ''}{name} {what}")
         test = self.tensors(sp.test)
-        return test_ranks(logits_of(test), len(sp.test))
+        return test_ranks(logits_of(test, "test"), len(sp.test))
+
+    def din_logits(self, din: Params, t: Tensors, part: str) -> torch.Tensor:
+        """DIN's logits of a part's candidates [E, C], computed once for both DIN+X models."""
+        if part not in self._din_logits:
+            self._din_logits[part] = torch.from_numpy(
+                scores(slow_fn(din, self.din_s, t), len(t["cand"])))
+        return self._din_logits[part]

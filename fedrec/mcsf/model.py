@@ -21,13 +21,12 @@ by row, frozen there): the fast parameters are the GRUs, the S2F maps and MLP_f.
 
 from __future__ import annotations
 
-import itertools
 from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
 
-from fedrec.coda.model import _linear
+from fedrec.coda.model import _linear, _mlp, _run_mlp, layers
 
 Params = dict[str, torch.Tensor]
 INIT_STD = 0.1
@@ -46,21 +45,9 @@ class Shape:
     reweight: str = "scalar"
 
 
-def _mlp(gen: torch.Generator, name: str, widths: tuple[int, ...]) -> Params:
-    out: Params = {}
-    for i, (a, b) in enumerate(itertools.pairwise(widths)):
-        out[f"{name}{i}.w"], out[f"{name}{i}.b"] = _linear(gen, a, b)
-    return out
-
-
 def run_mlp(p: Params, name: str, x: torch.Tensor) -> torch.Tensor:
-    """ReLU MLP ``name0..nameK``; no activation after the last. [..., in] -> [..., out]"""
-    n = sum(1 for k in p if k.startswith(name) and k.endswith(".w") and k[len(name)].isdigit())
-    for i in range(n):
-        x = x @ p[f"{name}{i}.w"] + p[f"{name}{i}.b"]
-        if i < n - 1:
-            x = torch.relu(x)
-    return x
+    """CoDA's ReLU MLP ``name0..nameK`` (no activation after the last). [..., in] -> [..., out]"""
+    return _run_mlp(p, name, x, layers(p, name))
 
 
 def _gru(gen: torch.Generator, name: str, d: int) -> Params:
@@ -119,8 +106,7 @@ def din_interest(p: Params, h: torch.Tensor, mask: torch.Tensor, t: torch.Tensor
     w1, w2, w3, w4 = w[:d], w[d:2 * d], w[2 * d:3 * d], w[3 * d:]
     z = ((h @ (w1 + w3)).unsqueeze(1) + (t @ (w2 - w3) + p["att0.b"]).unsqueeze(2)
          + (t.unsqueeze(2) * h.unsqueeze(1)) @ w4)                            # [B, C, L, A]
-    n = sum(1 for k in p if k.startswith("att") and k.endswith(".w"))
-    for i in range(1, n):
+    for i in range(1, layers(p, "att")):
         z = torch.relu(z) @ p[f"att{i}.w"] + p[f"att{i}.b"]
     a = z.squeeze(-1) * mask.unsqueeze(1)                                     # [B, C, L]
     return a @ h                                                              # [B, C, d]
