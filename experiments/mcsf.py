@@ -6,7 +6,9 @@
     python -m experiments.mcsf sensitivity --run-config experiments/mcsf_ml1m.toml --what dim
 
 Each writes ``<out>/<config stem>/<experiment>/results.json`` (per model and seed: HR@1/5/10,
-NDCG@5/10, MRR of the target among its 1 + 100 candidates), ``table.md`` and a figure.
+NDCG@5/10, MRR of the target among its 1 + 100 candidates; with ``--full-ranking`` also
+"full HR@10", "full NDCG@10", "full MRR" of the target among every item, the device's slow-
+and fast-phase items excluded), ``table.md`` and a figure.
 Slow models (SASRec, DIN, MC-SF slow) are scored from the cloud's delayed sequence (the slow
 phase) and the last negative-memory upload; fast models from every click and exposure
 before the target.
@@ -30,6 +32,8 @@ from fedrec.mcsf.central import FAST_MODELS, SLOW_MODELS, CentralOptions, Pipeli
 from fedrec.results import atomic_write, dumps
 
 METRICS = ("HR@1", "HR@5", "HR@10", "NDCG@5", "NDCG@10", "MRR")
+#: with --full-ranking: the target among every item, the device's seen items excluded
+FULL_METRICS = ("HR@10", "NDCG@10", "MRR")
 LABELS = {"sasrec": "SASRec", "din": "DIN", "mcsf-slow": "MC-SF slow", "neumf": "NeuMF",
           "gru4rec": "GRU4Rec", "din+neumf": "DIN+NeuMF", "din+gru4rec": "DIN+GRU4Rec",
           "fast": "MC-SF fast w/o S2F", "mcsf-fast": "MC-SF fast",
@@ -59,15 +63,18 @@ def run_once(base: dict[str, Any], models: tuple[str, ...], central: CentralOpti
     pipe = Pipeline(view, cfg.protocol, central, say=log if verbose else None)
     ranks = pipe.run(models)
     out = {m: {k: float(ranks_summary(r)[k]) for k in METRICS} for m, r in ranks.items()}
+    for m, r in pipe.full.items():
+        out[m].update({f"full {k}": float(ranks_summary(r)[k]) for k in FULL_METRICS})
     facts = {**pipe.facts, "wall_s": time.monotonic() - t0}
     return out, facts
 
 
 def mean_sd(per_seed: list[dict[str, dict[str, float]]]) -> dict[str, dict[str, tuple[float, float]]]:
-    models = per_seed[0].keys()
+    """Mean and standard deviation over seeds of every metric of every model."""
+    first = per_seed[0]
     return {m: {k: (float(np.mean([s[m][k] for s in per_seed])),
                     float(np.std([s[m][k] for s in per_seed])))
-                for k in METRICS} for m in models}
+                for k in first[m]} for m in first}
 
 
 def table(stats: dict[str, dict[str, tuple[float, float]]], groups: list[tuple[str, tuple[str, ...]]]
@@ -79,10 +86,11 @@ def table(stats: dict[str, dict[str, tuple[float, float]]], groups: list[tuple[s
         present = [m for m in models if m in stats]
         if not present:
             continue
-        lines += [f"**{title}**", "", "| model | " + " | ".join(METRICS) + " |",
-                  "|---|" + "---|" * len(METRICS)]
+        keys = [k for k in stats[present[0]] if k in METRICS or k.startswith("full ")]
+        lines += [f"**{title}**", "", "| model | " + " | ".join(keys) + " |",
+                  "|---|" + "---|" * len(keys)]
         for m in present:
-            cells = [f"{stats[m][k][0]:.4f} ± {stats[m][k][1]:.4f}" for k in METRICS]
+            cells = [f"{stats[m][k][0]:.4f} ± {stats[m][k][1]:.4f}" for k in keys]
             lines.append(f"| {LABELS.get(m, m)} | " + " | ".join(cells) + " |")
         ranked = sorted(present, key=lambda m: -stats[m]["NDCG@5"][0])
         if len(ranked) > 1:
@@ -173,6 +181,10 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--what", choices=sorted(SWEEPS), default="dim", help="sensitivity: the swept option")
     p.add_argument("--fast-epochs", type=int, default=20)
     p.add_argument("--fast-pretrain", type=int, default=5)
+    p.add_argument("--full-ranking", action="store_true",
+                   help="also rank each test target among every item (seen items excluded)")
+    p.add_argument("--full-devices", type=int, default=0,
+                   help="with --full-ranking: only the first N devices' test events (0: all)")
     p.add_argument("--out", default="runs/mcsf")
     p.add_argument("--verbose", action="store_true")
     args = p.parse_args(argv)
@@ -183,7 +195,8 @@ def main(argv: list[str] | None = None) -> int:
     base = {**read_run_config(args.run_config), **parse_sets(args.set), "quiet": True}
     stem = Path(args.run_config).stem
     seeds = [int(s) for s in args.seeds.split(",") if s.strip()]
-    central = CentralOptions(fast_pretrain=args.fast_pretrain, fast_epochs=args.fast_epochs)
+    central = CentralOptions(fast_pretrain=args.fast_pretrain, fast_epochs=args.fast_epochs,
+                             full_ranking=args.full_ranking, full_devices=args.full_devices)
     out = Path(args.out) / stem / (args.experiment if args.experiment != "sensitivity"
                                    else f"sensitivity-{args.what}")
     out.mkdir(parents=True, exist_ok=True)

@@ -22,25 +22,32 @@ and exposure before the target. Ranks: the target among its 1 + N candidates.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 
 import numpy as np
+import scipy.sparse as sp
 import torch
 
 from fedrec.mcsf.config import MCSFConfig
-from fedrec.mcsf.data import Events, held_out_events, memory_points, training_events
-from fedrec.mcsf.model import Params, Shape, init_fast, init_slow, negative_memory
+from fedrec.mcsf.data import Events, held_out_events, memory_points, seen_items, training_events
+from fedrec.mcsf.model import Params, Shape, init_fast, init_slow, negative_memory, slow_logits
 from fedrec.mcsf.train import (
+    Scorer,
     Tensors,
     adam_train,
     as_tensors,
     fast_fn,
+    fast_scorer,
+    full_ranks,
+    sampled_ranks,
     scores,
     slow_fn,
-    test_ranks,
+    slow_scorer,
     with_s2f,
 )
+from fedrec.metrics import as_csr
 from fedrec.models.base import Batch
 from fedrec.models.gru4rec import GRU4Rec
 from fedrec.models.ncf import NeuMF
@@ -63,24 +70,30 @@ class CentralOptions:
     seed: int = 0
     sasrec_blocks: int = 2
     sasrec_dropout: float = 0.2
+    #: also rank every test target among all items (the device's seen items excluded) ...
+    full_ranking: bool = False
+    #: ... of the first ``full_devices`` devices only (0: every device)
+    full_devices: int = 0
 
 
 @dataclass(frozen=True, eq=False)
 class Split:
     """Every device's events: slow-phase targets, the slow phase's tail (fast pretraining),
-    the fast phase, the test; memory windows [M, Lm] of every device's upload points."""
+    the fast phase, the test; memory windows [M, Lm] of every device's upload points;
+    ``seen`` csr [E_test, I]: per test event its device's slow- and fast-phase items."""
 
     slow: Events
     tail: Events
     fast: Events
     test: Events
     windows: np.ndarray
+    seen: sp.csr_matrix
 
 
 def gather(view: SampleView, o: MCSFConfig, tail: int) -> Split:
     """The events of every device (``Events.mem`` indexes the concatenated windows)."""
     parts: dict[str, list[Events]] = {"slow": [], "tail": [], "fast": [], "test": []}
-    wins, offset = [], 0
+    wins, seen, offset = [], [], 0
     kw = {"slow_len": o.slow_len, "fast_len": o.fast_len, "every": o.upload_every}
     for d in range(view.n_devices):
         dev = view.device(d)
@@ -94,9 +107,11 @@ def gather(view: SampleView, o: MCSFConfig, tail: int) -> Split:
         for k, ev in built.items():
             parts[k].append(replace(ev, mem=np.where(ev.mem >= 0, ev.mem + offset, -1)))
         wins.append(mem.window)
+        seen += [seen_items(dev)] * len(built["test"])
         offset += len(mem.point)
     cat = {k: Events.concat(v) for k, v in parts.items()}
-    return Split(cat["slow"], cat["tail"], cat["fast"], cat["test"], np.concatenate(wins))
+    return Split(cat["slow"], cat["tail"], cat["fast"], cat["test"], np.concatenate(wins),
+                 as_csr(seen, len(seen), view.n_items))
 
 
 def shapes(o: MCSFConfig, n_items: int) -> tuple[Shape, Shape, Shape, Shape]:
@@ -149,6 +164,8 @@ class Pipeline:
         self.din_s, self.f2s_s, self.fast_s, self.s2f_s = shapes(o, view.n_items)
         #: DIN's logits per event set ("tail", "fast", "test") of this run's DIN
         self._din_logits: dict[str, torch.Tensor] = {}
+        #: full ranks per model of the last run (``CentralOptions.full_ranking``)
+        self.full: dict[str, np.ndarray] = {}
         self.facts: dict[str, float] = {
             "slow_events": len(self.split.slow), "fast_events": len(self.split.fast),
             "tail_events": len(self.split.tail), "test_events": len(self.split.test),
@@ -163,11 +180,24 @@ class Pipeline:
     def tensors(self, ev: Events, memory: torch.Tensor | None = None) -> Tensors:
         return as_tensors(ev, memory, self.o.dim)
 
+    def evaluate(self, name: str, score: Scorer, test: Tensors, ranks: dict[str, np.ndarray]) -> None:
+        """Ranks of the test targets among their candidates (and among every item)."""
+        ranks[name] = sampled_ranks(score, test)
+        if self.c.full_ranking:
+            t0 = time.perf_counter()
+            sel = np.arange(len(test["cand"]))
+            if self.c.full_devices:
+                sel = np.flatnonzero(test["owner"].numpy() < self.c.full_devices)
+            some = {k: v[torch.from_numpy(sel)] for k, v in test.items()}
+            self.full[name] = full_ranks(score, some, self.view.n_items, self.split.seen[sel])
+            if self.say is not None:
+                self.say(f"{name}: full ranking in {time.perf_counter() - t0:.0f} s")
+
     # ------------------------------------------------------------------ steps 1-5
     def run(self, models: tuple[str, ...]) -> dict[str, np.ndarray]:
         o, c, sp = self.o, self.c, self.split
         torch.manual_seed(c.seed)
-        self._din_logits = {}            # each run trains its own DIN
+        self._din_logits, self.full = {}, {}        # each run trains its own DIN
         ranks: dict[str, np.ndarray] = {}
         slow_t = self.tensors(sp.slow)
         din0 = init_slow(self.din_s, c.seed)
@@ -178,7 +208,7 @@ class Pipeline:
         self.train(trainable(din), slow_fn(din, self.din_s, slow_t), slow_t["label"],
                    o.slow_epochs, "din")
         test0 = self.tensors(sp.test)
-        ranks["din"] = test_ranks(slow_fn(din, self.din_s, test0), len(sp.test))
+        self.evaluate("din", slow_scorer(din, self.din_s), test0, ranks)
         if not any(m in models for m in ("mcsf-slow", *FAST_MODELS[4:])):
             self.baselines(models, din, ranks)
             return {m: ranks[m] for m in models if m in ranks}
@@ -190,9 +220,9 @@ class Pipeline:
         self.train(trainable(f2s), slow_fn(f2s, self.f2s_s, slow_m), slow_m["label"],
                    o.slow_epochs, "mcsf slow")
         test_m = self.tensors(sp.test, memory)
-        ranks["mcsf-slow"] = test_ranks(slow_fn(f2s, self.f2s_s, test_m), len(sp.test))
+        self.evaluate("mcsf-slow", slow_scorer(f2s, self.f2s_s), test_m, ranks)
         fast_t = self.tensors(sp.fast, memory)
-        fast_s, test_s = with_s2f(fast_t, f2s, self.f2s_s), with_s2f(test_m, f2s, self.f2s_s)
+        fast_s = with_s2f(fast_t, f2s, self.f2s_s)
         for suffix in ("", "-tuned"):
             if not {f"fast{suffix}", f"mcsf-fast{suffix}"} & set(models):
                 continue
@@ -200,13 +230,12 @@ class Pipeline:
             fast = {k: v.clone() for k, v in start.items()}
             self.train(list(fast.values()), fast_fn(fast, self.fast_s, fast_t, table),
                        fast_t["label"], c.fast_epochs, f"fast{suffix}")
-            ranks[f"fast{suffix}"] = test_ranks(fast_fn(fast, self.fast_s, test_m, table),
-                                                len(sp.test))
+            self.evaluate(f"fast{suffix}", fast_scorer(fast, self.fast_s, table), test_m, ranks)
             s2f = s2f_start(start, self.s2f_s, c.seed)
             self.train(list(s2f.values()), fast_fn(s2f, self.s2f_s, fast_s, table),
                        fast_s["label"], c.fast_epochs, f"mcsf fast{suffix}")
-            ranks[f"mcsf-fast{suffix}"] = test_ranks(fast_fn(s2f, self.s2f_s, test_s, table),
-                                                     len(sp.test))
+            self.evaluate(f"mcsf-fast{suffix}",
+                          fast_scorer(s2f, self.s2f_s, table, (f2s, self.f2s_s)), test_m, ranks)
         self.baselines(models, din, ranks)
         return {m: ranks[m] for m in models if m in ranks}
 
@@ -232,19 +261,19 @@ class Pipeline:
             self.train(list(model.parameters()), fn, t["label"],
                        o.slow_pretrain_epochs + o.slow_epochs, "sasrec")
             model.eval()
-            test = self.tensors(sp.test)
-            ranks["sasrec"] = test_ranks(
-                lambda idx: model.score(Batch(history=test["slow"][idx]), test["cand"][idx]),
-                len(sp.test))
+            self.evaluate("sasrec", lambda x: model.score(Batch(history=x["slow"]), x["cand"]),
+                          self.tensors(sp.test), ranks)
         for name in ("neumf", "gru4rec"):
             for plus in (False, True):
                 key = f"din+{name}" if plus else name
                 if key in models:
-                    ranks[key] = self.fast_baseline(name, din if plus else None)
+                    self.evaluate(key, self.fast_baseline(name, din if plus else None),
+                                  self.tensors(sp.test), ranks)
 
-    def fast_baseline(self, name: str, din: Params | None) -> np.ndarray:
+    def fast_baseline(self, name: str, din: Params | None) -> Scorer:
         """GRU4Rec (clicks window) or NeuMF (user id), optionally + a * DIN logit + b, trained
-        on the slow phase's tail then on the fast phase; ranks of the test events."""
+        on the slow phase's tail then on the fast phase; -> its scorer (DIN's logit computed
+        on the way at evaluation)."""
         o, c, sp = self.o, self.c, self.split
         model: torch.nn.Module
         if name == "gru4rec":
@@ -255,13 +284,16 @@ class Pipeline:
                           mlp_layers=(2 * o.dim, o.dim, max(o.dim // 2, 1)), seed=c.seed)
         ab = torch.zeros(2)
 
+        def own(x: Tensors) -> torch.Tensor:
+            batch = (Batch(history=x["clicks"]) if name == "gru4rec" else Batch(users=x["owner"]))
+            return model.score(batch, x["cand"])
+
         def logits_of(t: Tensors, part: str) -> Callable[[torch.Tensor], torch.Tensor]:
             din_logits = None if din is None else self.din_logits(din, t, part)
 
             def fn(idx: torch.Tensor) -> torch.Tensor:
-                batch = (Batch(history=t["clicks"][idx]) if name == "gru4rec"
-                         else Batch(users=t["owner"][idx]))
-                out = model.score(batch, t["cand"][idx])
+                out = own({"clicks": t["clicks"][idx], "owner": t["owner"][idx],
+                           "cand": t["cand"][idx]})
                 return out if din_logits is None else out + ab[0] * din_logits[idx] + ab[1]
             return fn
 
@@ -270,8 +302,9 @@ class Pipeline:
             t = self.tensors(events)
             self.train(params, logits_of(t, part), t["label"], c.fast_epochs,
                        f"{'din+' if din is not None else ''}{name} {what}")
-        test = self.tensors(sp.test)
-        return test_ranks(logits_of(test, "test"), len(sp.test))
+        if din is None:
+            return own
+        return lambda x: own(x) + ab[0] * slow_logits(din, self.din_s, x) + ab[1]
 
     def din_logits(self, din: Params, t: Tensors, part: str) -> torch.Tensor:
         """DIN's logits of a part's candidates [E, C], computed once for both DIN+X models."""

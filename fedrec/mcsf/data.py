@@ -152,6 +152,12 @@ def held_out_events(dev: DeviceSamples, *, slow_len: int, fast_len: int, every: 
                          cand=cand, label=label)
 
 
+def seen_items(dev: DeviceSamples) -> np.ndarray:
+    """Sorted unique items of the device's slow and fast phases: what a full ranking of its
+    test events excludes (the target never is). -> int64 [k]"""
+    return np.unique(dev.items[dev.part < TEST].astype(np.int64))
+
+
 def items_read(events: Events, memory: Memory | None = None) -> np.ndarray:
     """Sorted unique item ids a set of events (and memory windows) reads: the rows of the
     item table a device needs."""

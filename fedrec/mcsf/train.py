@@ -13,18 +13,22 @@ import time
 from collections.abc import Callable, Sequence
 
 import numpy as np
+import scipy.sparse as sp
 import torch
 import torch.nn.functional as F
 
 from fedrec.coda.train import adam_fit
 from fedrec.mcsf.data import Events
 from fedrec.mcsf.model import Params, Shape, fast_logits, s2f_features, slow_logits
-from fedrec.metrics import ranks_from_scores
+from fedrec.metrics import full_ranking_ranks, ranks_from_scores
 
 Tensors = dict[str, torch.Tensor]
 LogitsFn = Callable[[torch.Tensor], torch.Tensor]
+#: a model at evaluation: rows of an event set (EVAL_KEYS) -> logits [b, C]
+Scorer = Callable[[Tensors], torch.Tensor]
 SLOW_KEYS = ("slow", "cand", "mem")
 FAST_KEYS = ("clicks", "expo", "cand", "rc", "re")
+EVAL_KEYS = ("owner", "slow", "clicks", "expo", "cand", "mem")
 
 
 def as_tensors(ev: Events, memory: torch.Tensor | None, dim: int) -> Tensors:
@@ -107,6 +111,45 @@ def scores(logits: LogitsFn, n: int, chunk: int = 64) -> np.ndarray:
 def test_ranks(logits: LogitsFn, n: int) -> np.ndarray:
     """0-based pessimistic rank of column 0 (the target) among each event's candidates. [n]"""
     return ranks_from_scores(scores(logits, n), 0)
+
+
+def sampled_ranks(score: Scorer, t: Tensors) -> np.ndarray:
+    """``test_ranks`` of a scorer over the event set ``t``. [E]"""
+    return test_ranks(lambda idx: score(rows(t, idx, EVAL_KEYS)), len(t["cand"]))
+
+
+def slow_scorer(p: Params, shape: Shape) -> Scorer:
+    return lambda x: slow_logits(p, shape, x)
+
+
+def fast_scorer(p: Params, shape: Shape, table: torch.Tensor,
+                slow: tuple[Params, Shape] | None = None) -> Scorer:
+    """The fast model at evaluation; with ``slow`` (S2F) the cloud's r_c, r_e of each
+    candidate are computed from that slow model on the way (as ``with_s2f``)."""
+    def score(x: Tensors) -> torch.Tensor:
+        if slow is not None:
+            rc, re = s2f_features(slow[0], slow[1], x)
+            x = {**x, "rc": rc, "re": re}
+        return fast_logits(p, shape, x, p.get("table", table))
+    return score
+
+
+@torch.no_grad()
+def full_ranks(score: Scorer, t: Tensors, n_items: int, exclude: sp.csr_matrix,
+               chunk: int = 8) -> np.ndarray:
+    """0-based pessimistic rank of each event's target (``t["cand"][:, 0]``) among all
+    ``n_items`` items, ``exclude`` [E, I] (the device's seen items) scored -inf; ``chunk``
+    events at a time, each with every item as a candidate. -> int64 [E]"""
+    n = len(t["cand"])
+    target = t["cand"][:, 0].numpy()
+    every = torch.arange(n_items)
+    out = [np.empty(0, np.int64)]
+    for lo in range(0, n, chunk):
+        idx = torch.arange(lo, min(lo + chunk, n))
+        x = {**rows(t, idx, EVAL_KEYS), "cand": every.expand(len(idx), n_items)}
+        out.append(full_ranking_ranks(score(x).numpy(), target[lo:lo + len(idx)],
+                                      exclude[lo:lo + len(idx)]))
+    return np.concatenate(out)
 
 
 # ---------------------------------------------------------------------- the cohort's fit

@@ -2,9 +2,28 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import numpy as np
+import torch
 
 from fedrec.mcsf.central import FAST_MODELS, SLOW_MODELS, CentralOptions, Pipeline
+from fedrec.mcsf.train import full_ranks
+from fedrec.metrics import as_csr
+
+
+def test_a_full_rank_counts_the_unseen_items_scoring_at_least_the_target():
+    # score = -item id (item 0 best); event 0: target 5, seen {1, 3}: items 0, 2, 4 beat it;
+    # event 1: target 2, seen {2, 0}: the target is never excluded, only 1 beats it;
+    # event 2: target 0 ties with nothing: rank 0; ties count against the target (item 6 = 6)
+    t = {"cand": torch.tensor([[5, 9], [2, 9], [0, 9], [6, 9]]),
+         "owner": torch.zeros(4, dtype=torch.long)}
+    seen = as_csr([np.array([1, 3]), np.array([2, 0]), np.array([], np.int64), np.array([])], 4, 8)
+
+    def score(x):
+        s = -x["cand"].double()
+        return torch.where(x["cand"] == 7, -6.0, s)                 # item 7 ties item 6
+    assert full_ranks(score, t, 8, seen, chunk=3).tolist() == [3, 1, 0, 7]
 
 
 def test_every_model_ranks_every_test_event_and_the_pipeline_is_deterministic():
@@ -24,3 +43,35 @@ def test_every_model_ranks_every_test_event_and_the_pipeline_is_deterministic():
     assert np.array_equal(first["din"], again["din"])
     assert np.array_equal(first["mcsf-fast"], again["mcsf-fast"])
     assert not np.array_equal(first["fast"], first["fast-tuned"])     # E tuned or not
+
+
+def test_full_ranking_ranks_every_model_among_every_item():
+    from experiments.setup import effective_config, resolve
+    from tests.mcsf.cases import TINY
+
+    cfg, cls = resolve(effective_config({}, {**TINY, "max-devices": 8}))
+    view = cls.prepare_data(cfg)
+    models = ("sasrec", "din", "mcsf-slow", "din+gru4rec", "neumf", "mcsf-fast")
+    c = CentralOptions(fast_pretrain=2, fast_epochs=1, sasrec_blocks=1, full_ranking=True)
+    pipe = Pipeline(view, cfg.protocol, c)
+    sampled = pipe.run(models)
+    assert set(models) <= set(pipe.full)
+    target = pipe.split.test.cand[:, 0]
+    kept = np.asarray(pipe.split.seen[np.arange(len(target)), target]).ravel()  # target seen
+    others = view.n_items - 1 - (np.diff(pipe.split.seen.indptr) - kept)  # [E] rankable
+    for m in models:
+        full = pipe.full[m]
+        assert full.shape == sampled[m].shape
+        assert (full >= 0).all() and (full <= others).all()
+        assert full.mean() > sampled[m].mean()          # 1 + 20 candidates vs every item
+    again = Pipeline(view, cfg.protocol, c)
+    again.run(("din", "mcsf-fast"))
+    assert np.array_equal(again.full["mcsf-fast"], pipe.full["mcsf-fast"])
+    # the first 3 devices' events only: the same ranks as among every device's
+    some = Pipeline(view, cfg.protocol, replace(c, full_devices=3))
+    some.run(("din",))
+    first3 = pipe.split.test.owner < 3
+    assert first3.sum() == 15 and np.array_equal(some.full["din"], pipe.full["din"][first3])
+    # without the option nothing is fully ranked
+    plain = Pipeline(view, cfg.protocol, CentralOptions(fast_pretrain=2, fast_epochs=1))
+    assert np.array_equal(plain.run(("din",))["din"], sampled["din"]) and plain.full == {}
