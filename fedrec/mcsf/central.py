@@ -27,8 +27,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, replace
 
 import numpy as np
-import scipy.sparse as sp
 import torch
+from scipy.sparse import csr_matrix
 
 from fedrec.mcsf.config import MCSFConfig
 from fedrec.mcsf.data import Events, held_out_events, memory_points, seen_items, training_events
@@ -87,7 +87,7 @@ class Split:
     fast: Events
     test: Events
     windows: np.ndarray
-    seen: sp.csr_matrix
+    seen: csr_matrix
 
 
 def gather(view: SampleView, o: MCSFConfig, tail: int) -> Split:
