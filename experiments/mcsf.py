@@ -28,6 +28,7 @@ import numpy as np
 
 from experiments.run import parse_sets, read_run_config
 from fedrec.dccl.central import ranks_summary
+from fedrec.errors import ConfigError
 from fedrec.mcsf.central import FAST_MODELS, SLOW_MODELS, CentralOptions, Pipeline
 from fedrec.results import atomic_write, dumps
 
@@ -195,8 +196,11 @@ def main(argv: list[str] | None = None) -> int:
     base = {**read_run_config(args.run_config), **parse_sets(args.set), "quiet": True}
     stem = Path(args.run_config).stem
     seeds = [int(s) for s in args.seeds.split(",") if s.strip()]
-    central = CentralOptions(fast_pretrain=args.fast_pretrain, fast_epochs=args.fast_epochs,
-                             full_ranking=args.full_ranking, full_devices=args.full_devices)
+    try:
+        central = CentralOptions(fast_pretrain=args.fast_pretrain, fast_epochs=args.fast_epochs,
+                                 full_ranking=args.full_ranking, full_devices=args.full_devices)
+    except ConfigError as exc:
+        p.error(str(exc))
     out = Path(args.out) / stem / (args.experiment if args.experiment != "sensitivity"
                                    else f"sensitivity-{args.what}")
     out.mkdir(parents=True, exist_ok=True)

@@ -30,6 +30,7 @@ import numpy as np
 import torch
 from scipy.sparse import csr_matrix
 
+from fedrec.errors import ConfigError
 from fedrec.mcsf.config import MCSFConfig
 from fedrec.mcsf.data import Events, held_out_events, memory_points, seen_items, training_events
 from fedrec.mcsf.model import Params, Shape, init_fast, init_slow, negative_memory, slow_logits
@@ -74,6 +75,13 @@ class CentralOptions:
     full_ranking: bool = False
     #: ... of the first ``full_devices`` devices only (0: every device)
     full_devices: int = 0
+
+    def __post_init__(self) -> None:
+        if self.full_devices < 0:
+            raise ConfigError(f"full_devices must be >= 0 (0: every device), got {self.full_devices}")
+        if self.full_devices and not self.full_ranking:
+            raise ConfigError(f"full_devices = {self.full_devices} limits a full ranking that is "
+                              "off; turn full_ranking on (--full-ranking) or drop full_devices")
 
 
 @dataclass(frozen=True, eq=False)
@@ -162,7 +170,7 @@ class Pipeline:
         self.view, self.o, self.c, self.say = view, o, c, say
         self.split = gather(view, o, c.fast_pretrain)
         self.din_s, self.f2s_s, self.fast_s, self.s2f_s = shapes(o, view.n_items)
-        #: DIN's logits per event set ("tail", "fast", "test") of this run's DIN
+        #: DIN's training logits per event set ("tail", "fast") of this run's DIN (DIN+X)
         self._din_logits: dict[str, torch.Tensor] = {}
         #: full ranks per model of the last run (``CentralOptions.full_ranking``)
         self.full: dict[str, np.ndarray] = {}
@@ -185,11 +193,12 @@ class Pipeline:
         ranks[name] = sampled_ranks(score, test)
         if self.c.full_ranking:
             t0 = time.perf_counter()
-            sel = np.arange(len(test["cand"]))
+            some, seen = test, self.split.seen
             if self.c.full_devices:
                 sel = np.flatnonzero(test["owner"].numpy() < self.c.full_devices)
-            some = {k: v[torch.from_numpy(sel)] for k, v in test.items()}
-            self.full[name] = full_ranks(score, some, self.view.n_items, self.split.seen[sel])
+                some = {k: v[torch.from_numpy(sel)] for k, v in test.items()}
+                seen = seen[sel]
+            self.full[name] = full_ranks(score, some, self.view.n_items, seen)
             if self.say is not None:
                 self.say(f"{name}: full ranking in {time.perf_counter() - t0:.0f} s")
 

@@ -15,7 +15,8 @@ from fedrec.metrics import as_csr
 def test_a_full_rank_counts_the_unseen_items_scoring_at_least_the_target():
     # score = -item id (item 0 best); event 0: target 5, seen {1, 3}: items 0, 2, 4 beat it;
     # event 1: target 2, seen {2, 0}: the target is never excluded, only 1 beats it;
-    # event 2: target 0 ties with nothing: rank 0; ties count against the target (item 6 = 6)
+    # event 2: target 0, nothing beats it: rank 0; event 3: target 6, items 0-5 beat it and
+    # item 7 ties it (ties count against the target): rank 7
     t = {"cand": torch.tensor([[5, 9], [2, 9], [0, 9], [6, 9]]),
          "owner": torch.zeros(4, dtype=torch.long)}
     seen = as_csr([np.array([1, 3]), np.array([2, 0]), np.array([], np.int64), np.array([])], 4, 8)
@@ -24,6 +25,29 @@ def test_a_full_rank_counts_the_unseen_items_scoring_at_least_the_target():
         s = -x["cand"].double()
         return torch.where(x["cand"] == 7, -6.0, s)                 # item 7 ties item 6
     assert full_ranks(score, t, 8, seen, chunk=3).tolist() == [3, 1, 0, 7]
+
+
+def test_impossible_full_ranking_options_are_one_line_errors_before_anything_runs(tmp_path, capsys):
+    from pathlib import Path
+
+    import pytest
+
+    from experiments.mcsf import main
+    from fedrec.errors import ConfigError
+
+    config = Path(__file__).resolve().parents[2] / "experiments" / "mcsf_steam.toml"
+
+    with pytest.raises(ConfigError, match="full_devices must be >= 0"):
+        CentralOptions(full_ranking=True, full_devices=-1)
+    with pytest.raises(ConfigError, match="turn full_ranking on"):
+        CentralOptions(full_devices=500)
+    with pytest.raises(SystemExit) as exit_:
+        main(["tables", "--run-config", str(config), "--full-devices", "5",
+              "--out", str(tmp_path)])
+    assert exit_.value.code == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert "turn full_ranking on (--full-ranking)" in err[-1]
+    assert list(tmp_path.iterdir()) == []                      # nothing written
 
 
 def test_every_model_ranks_every_test_event_and_the_pipeline_is_deterministic():
